@@ -1,0 +1,27 @@
+# Two entry points, each of which sets up .venv from setup.cfg on a fresh clone:
+#   make demo   -- install, then run the main job
+#   make test   -- install with test extras, then run the whole suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+
+.PHONY: demo test venv clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) bench/model_speed.py --variant hourglass_small
+
+test: venv
+	$(PY) -m pytest -n 2 --durations=10
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

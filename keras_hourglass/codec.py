@@ -1,0 +1,279 @@
+"""The heatmap codec: every keypoint <-> heatmap transform in one object.
+
+The data pipeline encodes targets with it and inference decodes with it, so
+both agree by construction. It is written in TensorFlow ops: it runs eagerly
+on NumPy arrays, inside `tf.data.Dataset.map`, and inside an exported model.
+
+Pixel-centre convention (used everywhere in this project): in an image the
+centre of pixel `(i, j)` (column `i`, row `j`) is the point `(x, y) = (i, j)`,
+and the pixel covers `[i - 0.5, i + 0.5)`. An input image of width `W` and a
+heatmap of width `w` cover the same area, so with `stride = W / w`
+
+    u = (x + 0.5) / stride - 0.5        (image -> heatmap)
+    x = (u + 0.5) * stride - 0.5        (heatmap -> image)
+
+and likewise for `y`. This alignment makes a horizontal flip of the image
+(`x -> W - 1 - x`) exactly a flip of the heatmap (`u -> w - 1 - u`), so the
+flip test needs no one-pixel shift (HRNet, which maps `u = x / stride`, has
+to shift flipped heatmaps to compensate).
+
+Encoding: a joint becomes an unnormalised Gaussian `exp(-d^2 / (2 sigma^2))`
+(peak 1 when the joint sits on a heatmap pixel centre, `sigma` in heatmap
+pixels) centred at the joint's sub-pixel position; the reference Torch code
+rounds the centre to the nearest pixel instead, which costs up to half a
+heatmap pixel (two input pixels) of label noise. A joint gets weight 1 when
+it is annotated and lies inside the heatmap's area; otherwise its heatmap is
+all zeros and its weight 0.
+
+Decoding: arg-max of each channel, then a quarter-pixel shift toward the
+higher neighbour along x and y, as in the reference code (`getPreds` plus
+the `0.25 * sign(diff)` step). As there, the shift is applied only when the
+peak is not on the heatmap border. The score is the peak value.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_hourglass.model import STEM_STRIDE
+
+DEFAULT_SIGMA = 1.0
+SUBPIXEL_SHIFT = 0.25
+
+
+def _check_size(value, argument: str) -> tuple[int, int]:
+    try:
+        size = tuple(value)
+    except TypeError:
+        raise ValueError(f"{argument} must be (height, width), got {value!r}.") from None
+    if len(size) != 2 or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size
+    ):
+        raise ValueError(f"{argument} must be (height, width) of positive integers, got {value!r}.")
+    return int(size[0]), int(size[1])
+
+
+class HeatmapCodec:
+    """Encodes keypoints as Gaussian heatmaps and decodes heatmaps to keypoints.
+
+    Args:
+        image_size: `(height, width)` of the network input, in pixels.
+        heatmap_size: `(height, width)` of the heatmaps; defaults to a
+            quarter of `image_size` (the Stacked Hourglass output).
+        sigma: Gaussian standard deviation in heatmap pixels (1 at 64x64 in
+            the paper).
+        flip_index: optional permutation of joints under a horizontal flip
+            (`JointSpec.flip_index`); needed only by the flip helpers.
+    """
+
+    def __init__(
+        self,
+        image_size: Sequence[int] = (256, 256),
+        heatmap_size: Sequence[int] | None = None,
+        sigma: float = DEFAULT_SIGMA,
+        flip_index: Sequence[int] | None = None,
+    ):
+        self.image_size = _check_size(image_size, "image_size")
+        if heatmap_size is None:
+            if any(s % STEM_STRIDE for s in self.image_size):
+                raise ValueError(
+                    f"image_size {self.image_size} is not divisible by {STEM_STRIDE}; pass heatmap_size explicitly."
+                )
+            heatmap_size = tuple(s // STEM_STRIDE for s in self.image_size)
+        self.heatmap_size = _check_size(heatmap_size, "heatmap_size")
+        if any(h > i for h, i in zip(self.heatmap_size, self.image_size)):
+            raise ValueError(
+                f"heatmap_size {self.heatmap_size} must not exceed image_size {self.image_size}."
+            )
+        if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool) or not sigma > 0:
+            raise ValueError(f"sigma must be a positive number of heatmap pixels, got {sigma!r}.")
+        self.sigma = float(sigma)
+        if flip_index is not None:
+            flip_index = [int(i) for i in flip_index]
+            if sorted(flip_index) != list(range(len(flip_index))):
+                raise ValueError(f"flip_index must be a permutation of 0..K-1, got {flip_index}.")
+        self.flip_index = flip_index
+        # (x, y) strides: input pixels per heatmap pixel.
+        self._stride_xy = (
+            self.image_size[1] / self.heatmap_size[1],
+            self.image_size[0] / self.heatmap_size[0],
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "image_size": list(self.image_size),
+            "heatmap_size": list(self.heatmap_size),
+            "sigma": self.sigma,
+            "flip_index": None if self.flip_index is None else list(self.flip_index),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "HeatmapCodec":
+        return cls(**config)
+
+    def __repr__(self):
+        return f"HeatmapCodec({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+    # Coordinates ----------------------------------------------------------
+
+    def image_to_heatmap(self, keypoints):
+        """Maps `[..., 2]` input-image `(x, y)` pixels to heatmap pixels."""
+        keypoints = tf.convert_to_tensor(keypoints, tf.float32)
+        return (keypoints + 0.5) / tf.constant(self._stride_xy, tf.float32) - 0.5
+
+    def heatmap_to_image(self, coords):
+        """Maps `[..., 2]` heatmap `(u, v)` pixels to input-image pixels."""
+        coords = tf.convert_to_tensor(coords, tf.float32)
+        return (coords + 0.5) * tf.constant(self._stride_xy, tf.float32) - 0.5
+
+    # Encoding -------------------------------------------------------------
+
+    def encode(self, keypoints, annotated):
+        """Encodes keypoints as Gaussian heatmaps.
+
+        Args:
+            keypoints: `[..., num_keypoints, 2]` `(x, y)` in input-image
+                pixels. Entries of unannotated joints are ignored (they may
+                be NaN).
+            annotated: `[..., num_keypoints]`, truthy where the joint has a
+                ground-truth position.
+
+        Returns:
+            heatmaps: `[..., heatmap_height, heatmap_width, num_keypoints]`
+                float32.
+            weights: `[..., num_keypoints]` float32, 1 for joints that are
+                annotated and inside the heatmap, else 0 (their heatmap is
+                all zeros).
+        """
+        keypoints = tf.convert_to_tensor(keypoints, tf.float32)
+        annotated = tf.convert_to_tensor(annotated)
+        if keypoints.shape.rank is not None and (keypoints.shape.rank < 2 or keypoints.shape[-1] != 2):
+            raise ValueError(f"keypoints must have shape [..., num_keypoints, 2], got {keypoints.shape}.")
+        if annotated.shape.rank is not None and keypoints.shape.rank is not None:
+            if not annotated.shape.is_compatible_with(keypoints.shape[:-1]):
+                raise ValueError(
+                    f"annotated must have shape {keypoints.shape[:-1]} (keypoints without the last axis), "
+                    f"got {annotated.shape}."
+                )
+        if annotated.dtype != tf.bool:
+            annotated = tf.not_equal(annotated, tf.zeros([], annotated.dtype))
+        height, width = self.heatmap_size
+        uv = self.image_to_heatmap(keypoints)  # [..., K, 2]
+        u, v = uv[..., 0], uv[..., 1]
+        inside = (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
+        valid = annotated & inside  # NaN coordinates compare False: never valid.
+        u = tf.where(valid, u, 0.0)
+        v = tf.where(valid, v, 0.0)
+        scale = -0.5 / self.sigma**2
+        gx = tf.exp(scale * tf.square(tf.range(width, dtype=tf.float32) - u[..., None]))  # [..., K, W]
+        gy = tf.exp(scale * tf.square(tf.range(height, dtype=tf.float32) - v[..., None]))  # [..., K, H]
+        weights = tf.cast(valid, tf.float32)
+        gy = gy * weights[..., None]
+        heatmaps = tf.einsum("...kh,...kw->...hwk", gy, gx)
+        return heatmaps, weights
+
+    # Decoding -------------------------------------------------------------
+
+    def decode(self, heatmaps):
+        """Decodes heatmaps to keypoints: arg-max plus a quarter-pixel shift.
+
+        Args:
+            heatmaps: `[..., heatmap_height, heatmap_width, num_keypoints]`.
+
+        Returns:
+            keypoints: `[..., num_keypoints, 2]` `(x, y)` in input-image pixels.
+            scores: `[..., num_keypoints]`, the peak values.
+        """
+        heatmaps = tf.convert_to_tensor(heatmaps, tf.float32)
+        if heatmaps.shape.rank is not None:
+            if heatmaps.shape.rank < 3:
+                raise ValueError(
+                    f"heatmaps must have shape [..., height, width, num_keypoints], got {heatmaps.shape}."
+                )
+            if tuple(heatmaps.shape[-3:-1]) != tuple(self.heatmap_size) and None not in heatmaps.shape[-3:-1]:
+                raise ValueError(
+                    f"heatmaps have spatial size {tuple(heatmaps.shape[-3:-1])}, but this codec expects "
+                    f"heatmap_size {self.heatmap_size}."
+                )
+        shape = tf.shape(heatmaps)
+        height, width, num_keypoints = shape[-3], shape[-2], shape[-1]
+        leading = shape[:-3]
+        # [batch, K, H * W]
+        flat = tf.reshape(heatmaps, tf.concat([[-1], shape[-3:]], 0))
+        flat = tf.reshape(tf.transpose(flat, [0, 3, 1, 2]), [tf.shape(flat)[0], num_keypoints, height * width])
+        index = tf.argmax(flat, axis=-1, output_type=tf.int32)  # [batch, K]
+        scores = tf.reduce_max(flat, axis=-1)
+        u = index % width
+        v = index // width
+
+        def value_at(du, dv):
+            uu = tf.clip_by_value(u + du, 0, width - 1)
+            vv = tf.clip_by_value(v + dv, 0, height - 1)
+            return tf.gather(flat, vv * width + uu, batch_dims=2)
+
+        interior = (u > 0) & (u < width - 1) & (v > 0) & (v < height - 1)
+        shift_u = SUBPIXEL_SHIFT * tf.sign(value_at(1, 0) - value_at(-1, 0))
+        shift_v = SUBPIXEL_SHIFT * tf.sign(value_at(0, 1) - value_at(0, -1))
+        zero = tf.zeros_like(shift_u)
+        coords = tf.stack(
+            [
+                tf.cast(u, tf.float32) + tf.where(interior, shift_u, zero),
+                tf.cast(v, tf.float32) + tf.where(interior, shift_v, zero),
+            ],
+            axis=-1,
+        )  # [batch, K, 2]
+        keypoints = self.heatmap_to_image(coords)
+        keypoints = tf.reshape(keypoints, tf.concat([leading, [num_keypoints, 2]], 0))
+        scores = tf.reshape(scores, tf.concat([leading, [num_keypoints]], 0))
+        return keypoints, scores
+
+    # Flip test ------------------------------------------------------------
+
+    def _require_flip_index(self, num_keypoints):
+        if self.flip_index is None:
+            raise ValueError("This codec has no flip_index; build it with flip_index=JointSpec.flip_index.")
+        if num_keypoints is not None and num_keypoints != len(self.flip_index):
+            raise ValueError(
+                f"heatmaps have {num_keypoints} channels but flip_index has {len(self.flip_index)} joints."
+            )
+        return tf.constant(self.flip_index, tf.int32)
+
+    def flip_heatmaps(self, heatmaps):
+        """Mirrors heatmaps `[..., H, W, K]` left-right and swaps left/right channels.
+
+        Applied to the heatmaps of a mirrored image, it gives heatmaps of the
+        original image; applying it twice is the identity.
+        """
+        heatmaps = tf.convert_to_tensor(heatmaps, tf.float32)
+        flip_index = self._require_flip_index(heatmaps.shape[-1])
+        return tf.gather(tf.reverse(heatmaps, axis=[-2]), flip_index, axis=-1)
+
+    def flip_test(self, predict_fn: Callable, images):
+        """Averages the heatmaps of images and of their mirror images.
+
+        Args:
+            predict_fn: maps images `[batch, height, width, 3]` to heatmaps
+                `[batch, H, W, K]` (e.g. the last output of the model).
+            images: `[batch, height, width, 3]`.
+
+        Returns:
+            `[batch, H, W, K]` averaged heatmaps, aligned with `images`.
+        """
+        images = tf.convert_to_tensor(images)
+        heatmaps = tf.convert_to_tensor(predict_fn(images), tf.float32)
+        mirrored = tf.convert_to_tensor(predict_fn(tf.reverse(images, axis=[-2])), tf.float32)
+        return 0.5 * (heatmaps + self.flip_heatmaps(mirrored))
+
+
+def flip_keypoints(keypoints, width: int, flip_index: Sequence[int]):
+    """Mirrors keypoints `[..., K, 2]` in an image `width` pixels wide and swaps left/right.
+
+    With pixel centres at integers (see the module docstring), `x -> width - 1 - x`.
+    """
+    keypoints = tf.convert_to_tensor(keypoints, tf.float32)
+    mirrored = tf.stack([width - 1.0 - keypoints[..., 0], keypoints[..., 1]], axis=-1)
+    return tf.gather(mirrored, np.asarray(flip_index, np.int32), axis=-2)

@@ -1,0 +1,238 @@
+"""Stacked Hourglass Network builder (Newell, Yang and Deng, ECCV 2016).
+
+The functional graph is built here in one place, from Keras layers only, so
+the model runs on any Keras backend, round-trips through `get_config` and
+`.keras` files, and converts to TFLite without custom operators.
+
+Architecture, following the paper and its reference Torch code
+(`pose-hg-train`):
+
+* residual module: pre-activation bottleneck BN-ReLU-conv1x1(f/2) ->
+  BN-ReLU-conv3x3(f/2) -> BN-ReLU-conv1x1(f), added to the input; a 1x1 conv
+  on the skip path only where input and output widths differ;
+* stem: conv7x7/2 (64) with 3 pixels of zero padding on every side -> BN ->
+  ReLU -> residual 64->128 -> max-pool 2 -> residual 128->128 -> residual
+  128->filters. Keras' `padding="same"` would pad a stride-2 conv
+  asymmetrically (2 pixels before, 3 after), shifting every prediction by
+  half an input pixel and breaking weight compatibility with the reference
+  checkpoints, hence the explicit `ZeroPadding2D`;
+* hourglass of depth `depth`: upper branch a residual; lower branch
+  max-pool 2 -> residual -> next level (a residual at the bottom) ->
+  residual -> nearest-neighbour upsampling x2; the branches are added;
+* head of each stack: residual -> conv1x1-BN-ReLU -> conv1x1 to heatmaps;
+  between stacks the next input is `input + conv1x1(features) +
+  conv1x1(heatmaps)`.
+
+BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's momentum 0.1), the
+reference checkpoints' settings.
+
+Inputs are RGB images, float32 in `[0, 1]`, `[batch, height, width, 3]`.
+Outputs are one heatmap tensor per stack, `[batch, height / 4, width / 4,
+num_keypoints]`, named `heatmaps_stack0`, `heatmaps_stack1`, ...; the last one
+is the final prediction and the others exist for intermediate supervision.
+Keras returns a lone tensor, not a list of one, from a one-stack model;
+`stack_outputs` gives a list in every case.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import keras
+from keras import layers
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+# The stem downsamples by 2 (strided conv) and by 2 (max-pool).
+STEM_STRIDE = 4
+INPUT_CHANNELS = 3
+
+# Named variants. The paper's models use 256 filters at 256x256 input; the
+# small one trains on a CPU in minutes (see `bench/model_speed.py`).
+VARIANTS = {
+    "hourglass_2stack": dict(num_stacks=2, filters=256, depth=4, stem_filters=(64, 128), image_size=(256, 256)),
+    "hourglass_8stack": dict(num_stacks=8, filters=256, depth=4, stem_filters=(64, 128), image_size=(256, 256)),
+    "hourglass_small": dict(num_stacks=2, filters=64, depth=3, stem_filters=(32, 64), image_size=(128, 128)),
+}
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _check_even_width(value, argument: str) -> int:
+    if not _is_positive_int(value) or value % 2:
+        raise ValueError(
+            f"{argument} must be a positive even integer (the bottleneck halves it), got {value!r}."
+        )
+    return int(value)
+
+
+def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem_filters):
+    if not _is_positive_int(num_stacks):
+        raise ValueError(f"num_stacks must be a positive integer, got {num_stacks!r}.")
+    if not _is_positive_int(num_keypoints):
+        raise ValueError(f"num_keypoints must be a positive integer, got {num_keypoints!r}.")
+    if not _is_positive_int(depth):
+        raise ValueError(f"depth must be a positive integer, got {depth!r}.")
+    filters = _check_even_width(filters, "filters")
+    try:
+        stem_filters = tuple(stem_filters)
+    except TypeError:
+        raise ValueError(f"stem_filters must be a pair of even widths like (64, 128), got {stem_filters!r}.") from None
+    if len(stem_filters) != 2:
+        raise ValueError(f"stem_filters must be a pair of even widths like (64, 128), got {stem_filters!r}.")
+    stem_filters = tuple(_check_even_width(w, "stem_filters") for w in stem_filters)
+    try:
+        image_size = tuple(image_size)
+    except TypeError:
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}.") from None
+    if len(image_size) != 2 or not all(_is_positive_int(s) for s in image_size):
+        raise ValueError(f"image_size must be (height, width) of positive integers, got {image_size!r}.")
+    divisor = 2 ** (depth + 2)
+    if any(s % divisor for s in image_size):
+        suggestion = tuple(max(divisor, round(s / divisor) * divisor) for s in image_size)
+        raise ValueError(
+            f"image_size {image_size} must be divisible by 2^(depth + 2) = {divisor} for depth={depth} "
+            f"(the stem halves it twice and every hourglass level once more); "
+            f"use e.g. image_size={suggestion} or a smaller depth."
+        )
+    return int(num_stacks), int(num_keypoints), filters, tuple(int(s) for s in image_size), int(depth), stem_filters
+
+
+def _batch_norm(name):
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+
+
+def residual(x, filters, name):
+    """Pre-activation bottleneck residual module.
+
+    Args:
+        x: `[batch, height, width, in_filters]`.
+        filters: output width (even).
+        name: layer name prefix, e.g. `"stack0_hourglass_down1_res"`.
+
+    Returns:
+        `[batch, height, width, filters]`.
+    """
+    in_filters = x.shape[-1]
+    half = filters // 2
+    y = _batch_norm(f"{name}_bn1")(x)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(half, 1, name=f"{name}_conv1")(y)
+    y = _batch_norm(f"{name}_bn2")(y)
+    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = layers.Conv2D(half, 3, padding="same", name=f"{name}_conv2")(y)
+    y = _batch_norm(f"{name}_bn3")(y)
+    y = layers.ReLU(name=f"{name}_relu3")(y)
+    y = layers.Conv2D(filters, 1, name=f"{name}_conv3")(y)
+    skip = x if in_filters == filters else layers.Conv2D(filters, 1, name=f"{name}_skip")(x)
+    return layers.Add(name=f"{name}_add")([skip, y])
+
+
+def hourglass(x, depth, filters, name):
+    """One hourglass of `depth` levels, recursively: level `depth` is outermost.
+
+    Args:
+        x: `[batch, height, width, filters]`, height and width divisible by
+            `2**depth`.
+        depth: number of levels.
+        filters: width of every residual inside.
+        name: layer name prefix, e.g. `"stack0_hourglass"`.
+
+    Returns:
+        `[batch, height, width, filters]`.
+    """
+    up = residual(x, filters, f"{name}_up{depth}_res")
+    low = layers.MaxPooling2D(2, name=f"{name}_down{depth}_pool")(x)
+    low = residual(low, filters, f"{name}_down{depth}_res")
+    if depth > 1:
+        low = hourglass(low, depth - 1, filters, name)
+    else:
+        low = residual(low, filters, f"{name}_bottom_res")
+    low = residual(low, filters, f"{name}_up{depth}_low_res")
+    low = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up{depth}_upsample")(low)
+    return layers.Add(name=f"{name}_up{depth}_add")([up, low])
+
+
+def build_stacked_hourglass(
+    num_stacks: int,
+    num_keypoints: int,
+    filters: int = 256,
+    image_size: tuple[int, int] = (256, 256),
+    depth: int = 4,
+    stem_filters: tuple[int, int] = (64, 128),
+    name: str = "stacked_hourglass",
+) -> keras.Model:
+    """Builds an uncompiled Stacked Hourglass Network.
+
+    Args:
+        num_stacks: number of hourglasses; each one has its own output.
+        num_keypoints: heatmap channels per output.
+        filters: width of the hourglasses (even).
+        image_size: input `(height, width)`, divisible by `2**(depth + 2)`.
+        depth: levels per hourglass (4 in the paper: 64x64 down to 4x4).
+        stem_filters: widths of the 7x7 conv and the first residual of the
+            stem (64 and 128 in the paper).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images `[batch, height, width, 3]`
+        (float, RGB in `[0, 1]`) to a list of `num_stacks` heatmap tensors
+        `[batch, height / 4, width / 4, num_keypoints]`, the output layers
+        named `heatmaps_stack0`, `heatmaps_stack1`, ...
+
+    Raises:
+        ValueError: on an invalid argument, saying what was passed.
+    """
+    num_stacks, num_keypoints, filters, image_size, depth, stem_filters = _check_arguments(
+        num_stacks, num_keypoints, filters, image_size, depth, stem_filters
+    )
+    inputs = keras.Input(shape=(*image_size, INPUT_CHANNELS), name="images")
+
+    x = layers.ZeroPadding2D(3, name="stem_pad")(inputs)
+    x = layers.Conv2D(stem_filters[0], 7, strides=2, name="stem_conv")(x)
+    x = _batch_norm("stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = residual(x, stem_filters[1], "stem_res1")
+    x = layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = residual(x, stem_filters[1], "stem_res2")
+    x = residual(x, filters, "stem_res3")
+
+    outputs = []
+    for stack in range(num_stacks):
+        prefix = f"stack{stack}"
+        features = hourglass(x, depth, filters, f"{prefix}_hourglass")
+        features = residual(features, filters, f"{prefix}_head_res")
+        features = layers.Conv2D(filters, 1, name=f"{prefix}_head_conv")(features)
+        features = _batch_norm(f"{prefix}_head_bn")(features)
+        features = layers.ReLU(name=f"{prefix}_head_relu")(features)
+        # float32 output so that the loss stays exact under mixed precision.
+        heatmaps = layers.Conv2D(num_keypoints, 1, dtype="float32", name=f"heatmaps_stack{stack}")(features)
+        outputs.append(heatmaps)
+        if stack < num_stacks - 1:
+            remap_features = layers.Conv2D(filters, 1, name=f"{prefix}_remap_features")(features)
+            remap_heatmaps = layers.Conv2D(filters, 1, name=f"{prefix}_remap_heatmaps")(heatmaps)
+            x = layers.Add(name=f"{prefix}_merge")([x, remap_features, remap_heatmaps])
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_variant(variant: str, num_keypoints: int, **overrides) -> keras.Model:
+    """Builds a named variant from `VARIANTS`, with any argument overridden.
+
+    Example: `build_variant("hourglass_8stack", 16)` is the paper's MPII model.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(VARIANTS)}.")
+    allowed = set(inspect.signature(build_stacked_hourglass).parameters) - {"num_keypoints"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"Unknown override(s) {sorted(unknown)} for build_variant; expected some of {sorted(allowed)}.")
+    kwargs = {**VARIANTS[variant], "name": variant, **overrides}
+    return build_stacked_hourglass(num_keypoints=num_keypoints, **kwargs)
+
+
+def stack_outputs(outputs) -> list:
+    """The model's outputs as a list in stack order (a one-stack model returns a tensor)."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
