@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(0)
     model = build_variant(args.variant, MPII.num_keypoints)
     if not args.no_summary:
-        model.summary(line_length=110)
+        model.summary(line_length=140)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     moving = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     height, width = model.input_shape[1:3]

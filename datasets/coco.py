@@ -1,0 +1,136 @@
+"""COCO keypoint JSON: the format labelling tools export, for custom data.
+
+One person per annotation: `keypoints` is `[x1, y1, v1, x2, y2, v2, ...]`
+with `v = 0` not labelled, 1 labelled but hidden, 2 labelled and visible;
+`bbox` is `[x, y, width, height]`. Joint names and the skeleton come from the
+file's `categories` (or are given); left/right partners are the name pairs
+`left_*`/`right_*` (or `l_*`/`r_*`), or given. COCO coordinates are 0-based
+pixels, used as they are.
+
+Person box: centre of the bbox, scale `max(width, height) / 200 * 1.25`
+(the MPII margin). Normaliser: by default the bbox size `max(width,
+height)` (mmpose's `bbox` normalisation), or the distance between two named
+joints (`normalizer_joints=("right_shoulder", "left_hip")`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from datasets.records import PoseRecords
+from keras_hourglass.joints import JointSpec
+
+SCALE_MARGIN = 1.25
+SCALE_UNIT = 200.0
+SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
+
+
+def infer_flip_partners(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Pairs `left_x`/`right_x` (or `l_x`/`r_x`) among joint names."""
+    pairs = []
+    for name in names:
+        for left, right in SIDE_PREFIXES:
+            if name.startswith(left) and right + name[len(left):] in names:
+                pairs.append((name, right + name[len(left):]))
+    return tuple(pairs)
+
+
+def spec_from_category(category: dict, name: str = "coco", flip_partners=None) -> JointSpec:
+    """A `JointSpec` from a COCO category (`keypoints` names, 1-based `skeleton`)."""
+    names = tuple(category["keypoints"])
+    limbs = tuple((names[a - 1], names[b - 1]) for a, b in category.get("skeleton", []))
+    partners = infer_flip_partners(names) if flip_partners is None else tuple(map(tuple, flip_partners))
+    return JointSpec(name=name, names=names, flip_partners=partners, limbs=limbs, mean_joints=names)
+
+
+def load_coco(
+    path,
+    image_dir=None,
+    category_id=None,
+    spec: JointSpec | None = None,
+    normalizer_joints: Sequence[str] | None = None,
+) -> PoseRecords:
+    """Loads people with at least one labelled keypoint from a COCO keypoint file.
+
+    Args:
+        path: the JSON file.
+        image_dir: folder that `images[].file_name` is relative to.
+        category_id: which category to read; default: the only one with
+            keypoints.
+        spec: joint metadata to use instead of the file's category.
+        normalizer_joints: two joint names whose distance is the metric's
+            normaliser; default: the bbox size.
+
+    Returns:
+        `PoseRecords`; ids are `"annotation <id>"`.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        images = {image["id"]: image["file_name"] for image in data["images"]}
+        annotations = data["annotations"]
+        categories = [c for c in data["categories"] if c.get("keypoints")]
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a COCO keypoint file (images, annotations, categories): missing {error}.") from None
+    if category_id is None:
+        if len(categories) != 1:
+            raise ValueError(f"{path}: {len(categories)} categories have keypoints; pass category_id.")
+        category = categories[0]
+    else:
+        matches = [c for c in categories if c["id"] == category_id]
+        if not matches:
+            raise ValueError(f"{path}: no keypoint category with id {category_id}.")
+        category = matches[0]
+    spec = spec or spec_from_category(category, name=os.path.splitext(os.path.basename(path))[0])
+    num_keypoints = spec.num_keypoints
+    pair = None if normalizer_joints is None else spec.indices(normalizer_joints)
+    columns = {k: [] for k in ("image", "keypoints", "annotated", "visible", "center", "scale", "normalizer", "id")}
+    for annotation in annotations:
+        if annotation.get("category_id") != category["id"]:
+            continue
+        where = f"{path}: annotation {annotation.get('id')}"
+        values = np.asarray(annotation.get("keypoints", []), np.float64)
+        if values.shape != (3 * num_keypoints,):
+            raise ValueError(f"{where}: keypoints must have {3 * num_keypoints} values, got {values.size}.")
+        values = values.reshape(num_keypoints, 3)
+        labelled = values[:, 2] > 0
+        if not labelled.any():
+            continue  # a box with no labelled joint is not a pose example
+        bbox = np.asarray(annotation.get("bbox", []), np.float64)
+        if bbox.shape != (4,) or not (bbox[2] > 0 and bbox[3] > 0):
+            raise ValueError(f"{where}: bbox must be [x, y, width, height] with positive size, got {bbox.tolist()}.")
+        if annotation.get("image_id") not in images:
+            raise ValueError(f"{where}: image_id {annotation.get('image_id')} is not in images.")
+        size = max(bbox[2], bbox[3])
+        if pair is None:
+            normalizer = size
+        elif labelled[pair].all():
+            normalizer = np.linalg.norm(values[pair[0], :2] - values[pair[1], :2])
+        else:
+            normalizer = np.nan
+        columns["image"].append(images[annotation["image_id"]])
+        columns["keypoints"].append(np.where(labelled[:, None], values[:, :2], 0))
+        columns["annotated"].append(labelled)
+        columns["visible"].append(values[:, 2] > 1)
+        columns["center"].append(bbox[:2] + bbox[2:] / 2 - 0.5)  # pixel-centre convention
+        columns["scale"].append(size / SCALE_UNIT * SCALE_MARGIN)
+        columns["normalizer"].append(normalizer)
+        columns["id"].append(f"annotation {annotation.get('id')}")
+    names = columns.pop("image")
+    return PoseRecords(
+        spec=spec,
+        image_path=[os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names,
+        keypoints=np.reshape(columns.pop("keypoints"), (-1, num_keypoints, 2)),
+        annotated=np.reshape(columns.pop("annotated"), (-1, num_keypoints)),
+        visible=np.reshape(columns.pop("visible"), (-1, num_keypoints)),
+        center=np.reshape(columns.pop("center"), (-1, 2)),
+        source=path,
+        **columns,
+    )

@@ -1,0 +1,236 @@
+"""MPII Human Pose loaders: the official release `.mat`, the HDF5 layout and the JSON layout.
+
+All three give the same `PoseRecords` (16 joints, `keras_hourglass.joints.MPII`):
+
+* coordinates: MPII's are MATLAB pixels (first pixel centred at 1); 1 is
+  subtracted from joints and centres on reading (`coordinate_offset = 1`), as
+  HRNet does, and added back by `PoseRecords.to_source_pixels`;
+* person box: the raw annotation's `objpos` and `scale` are adjusted exactly
+  once, `center_y += 15 * scale` then `scale *= 1.25` (pose-hg-train, HRNet).
+  The release `.mat` and the JSON layout hold raw values and are adjusted on
+  reading; the HDF5 layout (`valid.h5`) holds adjusted values and is not;
+* annotated: a joint with an `annopoints` entry (release), a non-(0, 0)
+  position (HDF5), or `joints_vis == 1` (JSON). MPII's `is_visible` /
+  `visible` is the occlusion flag and goes to `visible`;
+* normaliser: the head size `0.6 * ||head-box diagonal||` (the release's
+  `x1 y1 x2 y2`, the HDF5 `normalize`); the JSON layout has no head boxes,
+  so its normaliser is NaN (unknown) unless the file has `head_size`.
+
+The standard validation split is the 2958 people of `valid.h5` (Tompson et
+al.); `split_by_reference` separates them from release records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+import scipy.io
+
+from datasets.records import PoseRecords
+from keras_hourglass.joints import MPII
+from keras_hourglass.metrics import HEAD_SIZE_FACTOR
+
+MATLAB_OFFSET = 1.0
+CENTER_SHIFT = 15.0  # centre y moves down by 15 * raw scale
+SCALE_MARGIN = 1.25
+
+
+def adjust_person_box(center, scale):
+    """Applies MPII's usual adjustment to raw `objpos` `[..., 2]` and `scale` `[...]`."""
+    center = np.array(center, np.float64)
+    scale = np.asarray(scale, np.float64)
+    center[..., 1] += CENTER_SHIFT * scale
+    return center, scale * SCALE_MARGIN
+
+
+def _image_paths(names, image_dir):
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return [os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names
+
+
+def load_mpii_h5(path, image_dir=None) -> PoseRecords:
+    """Loads the HDF5 layout (`imgname`, `center`, `scale`, `part`, `visible`, `normalize`, ...)."""
+    path = os.fspath(path)
+    required = ("imgname", "center", "scale", "part", "visible", "normalize")
+    with h5py.File(path, "r") as f:
+        missing = [key for key in required if key not in f]
+        if missing:
+            raise ValueError(f"{path}: not an MPII HDF5 annotation file, missing fields {missing}.")
+        data = {key: f[key][()] for key in f.keys()}
+    part = np.asarray(data["part"], np.float64)
+    if part.ndim != 3 or part.shape[1:] != (MPII.num_keypoints, 2):
+        raise ValueError(f"{path}: field 'part' must have shape [N, 16, 2], got {part.shape}.")
+    annotated = ~np.all(part == 0, axis=-1)
+    ids = [
+        f"{os.path.basename(path)}:{row}" + (f" (annolist {int(i)}, person {int(p)})" if "index" in data else "")
+        for row, (i, p) in enumerate(zip(data.get("index", np.zeros(len(part))), data.get("person", np.zeros(len(part)))))
+    ]
+    return PoseRecords(
+        spec=MPII,
+        image_path=_image_paths(data["imgname"], image_dir),
+        keypoints=np.where(annotated[..., None], part - MATLAB_OFFSET, 0),
+        annotated=annotated,
+        visible=np.asarray(data["visible"]) > 0,
+        center=np.asarray(data["center"], np.float64) - MATLAB_OFFSET,
+        scale=data["scale"],
+        normalizer=data["normalize"],
+        id=ids,
+        source=path,
+        coordinate_offset=MATLAB_OFFSET,
+    )
+
+
+def load_mpii_json(path, image_dir=None) -> PoseRecords:
+    """Loads the JSON layout: a list of `{image, center, scale, joints, joints_vis}` (raw centre and scale)."""
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of people, got {type(entries).__name__}.")
+    rows = []
+    for row, entry in enumerate(entries):
+        try:
+            joints = np.asarray(entry["joints"], np.float64)
+            joints_vis = np.asarray(entry["joints_vis"], np.float64)
+            rows.append((entry["image"], joints, joints_vis, entry["center"], entry["scale"], entry.get("head_size")))
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path}: person {row} lacks a field or has a malformed one ({error!r}); expected "
+                "image, center, scale, joints [16, 2] and joints_vis [16]."
+            ) from None
+        if joints.shape != (MPII.num_keypoints, 2) or joints_vis.shape != (MPII.num_keypoints,):
+            raise ValueError(
+                f"{path}: person {row}: joints must be [16, 2] and joints_vis [16], got {joints.shape} and {joints_vis.shape}."
+            )
+    images, joints, joints_vis, centers, scales, head_sizes = zip(*rows) if rows else ((),) * 6
+    center, scale = adjust_person_box(np.reshape(centers, (-1, 2)), np.asarray(scales, np.float64))
+    annotated = np.asarray(joints_vis, np.float64).reshape(-1, MPII.num_keypoints) > 0
+    keypoints = np.asarray(joints, np.float64).reshape(-1, MPII.num_keypoints, 2) - MATLAB_OFFSET
+    return PoseRecords(
+        spec=MPII,
+        image_path=_image_paths(images, image_dir),
+        keypoints=np.where(annotated[..., None], keypoints, 0),
+        annotated=annotated,
+        visible=annotated,
+        center=center - MATLAB_OFFSET,
+        scale=scale,
+        normalizer=[np.nan if h is None else h for h in head_sizes],
+        id=[f"{os.path.basename(path)}:{row}" for row in range(len(rows))],
+        source=path,
+        coordinate_offset=MATLAB_OFFSET,
+    )
+
+
+def _as_list(value):
+    """MATLAB struct arrays load as a struct, an array of structs or an empty array."""
+    if isinstance(value, np.ndarray):
+        return list(value.ravel())
+    return [value]
+
+
+def _number(value, default=np.nan):
+    if isinstance(value, np.ndarray):
+        if value.size == 0:
+            return default
+        value = value.ravel()[0]
+    if isinstance(value, str):
+        value = value.strip()
+        return float(value) if value else default
+    return float(value)
+
+
+def load_mpii_release(path, image_dir=None, split="train") -> PoseRecords:
+    """Loads people from the official release `mpii_human_pose_v1_u12_1.mat`.
+
+    Args:
+        path: the release file (`RELEASE` with `annolist`, `img_train`, ...).
+        image_dir: folder of the images, joined to the names in the file.
+        split: `"train"` for people with joint annotations in training
+            images (`img_train == 1`; the test images have none). The
+            standard validation people are among them: separate them with
+            `split_by_reference(records, load_mpii_h5("valid.h5"))`.
+
+    Returns:
+        `PoseRecords` whose ids are `"annolist I, person P"` (0-based).
+    """
+    path = os.fspath(path)
+    if split != "train":
+        raise ValueError(f"split must be 'train' (the release has no joints for test images), got {split!r}.")
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+        release = mat["RELEASE"]
+        annolist = _as_list(release.annolist)
+        img_train = np.asarray(release.img_train).ravel()
+    except (KeyError, AttributeError, ValueError, OSError) as error:
+        raise ValueError(f"{path}: not an MPII release file (RELEASE.annolist, RELEASE.img_train): {error}") from None
+    if len(img_train) != len(annolist):
+        raise ValueError(f"{path}: RELEASE.img_train has {len(img_train)} entries, annolist {len(annolist)}.")
+    columns = {k: [] for k in ("image", "keypoints", "annotated", "visible", "center", "scale", "normalizer", "id")}
+    for index, (annotation, is_train) in enumerate(zip(annolist, img_train)):
+        if not is_train:
+            continue
+        name = annotation.image.name
+        for person, rect in enumerate(_as_list(getattr(annotation, "annorect", np.empty(0)))):
+            points = getattr(getattr(rect, "annopoints", None), "point", None)
+            if points is None or not hasattr(rect, "scale") or not hasattr(rect, "objpos"):
+                continue  # a person without joints (or without a box) is not a pose example
+            where = f"{path}: annolist {index} ({name}), person {person}"
+            keypoints = np.zeros((MPII.num_keypoints, 2))
+            annotated = np.zeros(MPII.num_keypoints, bool)
+            visible = np.zeros(MPII.num_keypoints, bool)
+            for point in _as_list(points):
+                joint = int(_number(point.id))
+                if not 0 <= joint < MPII.num_keypoints:
+                    raise ValueError(f"{where}: joint id {joint} is outside 0..15.")
+                keypoints[joint] = _number(point.x), _number(point.y)
+                annotated[joint] = True
+                visible[joint] = _number(getattr(point, "is_visible", 1), default=0) > 0
+            try:
+                objpos = np.array([_number(rect.objpos.x), _number(rect.objpos.y)])
+                head_box = np.array([[_number(rect.x1), _number(rect.y1)], [_number(rect.x2), _number(rect.y2)]])
+            except AttributeError as error:
+                raise ValueError(f"{where}: missing field ({error}).") from None
+            center, scale = adjust_person_box(objpos, _number(rect.scale))
+            columns["image"].append(name)
+            columns["keypoints"].append(np.where(annotated[:, None], keypoints - MATLAB_OFFSET, 0))
+            columns["annotated"].append(annotated)
+            columns["visible"].append(visible)
+            columns["center"].append(center - MATLAB_OFFSET)
+            columns["scale"].append(scale)
+            columns["normalizer"].append(HEAD_SIZE_FACTOR * np.linalg.norm(head_box[1] - head_box[0]))
+            columns["id"].append(f"annolist {index}, person {person}")
+    return PoseRecords(
+        spec=MPII,
+        image_path=_image_paths(columns.pop("image"), image_dir),
+        source=path,
+        coordinate_offset=MATLAB_OFFSET,
+        **columns,
+    )
+
+
+def split_by_reference(records: PoseRecords, reference: PoseRecords):
+    """Splits release records into (others, the reference's people), matched by image and centre.
+
+    Use with `reference = load_mpii_h5("valid.h5")` for the standard
+    train/validation split. The returned validation records follow the
+    reference's row order.
+    """
+    key = {}
+    for row, (path, center) in enumerate(zip(records.image_path, records.center)):
+        key.setdefault(os.path.basename(path), []).append((row, center))
+    chosen = []
+    for ref_row, (path, center) in enumerate(zip(reference.image_path, reference.center)):
+        candidates = key.get(os.path.basename(path), [])
+        if not candidates:
+            raise ValueError(f"{reference.source}: row {ref_row} ({path}) has no person in {records.source}.")
+        row, _ = min(candidates, key=lambda c: np.linalg.norm(c[1] - center))
+        chosen.append(row)
+    mask = np.ones(len(records), bool)
+    mask[chosen] = False
+    return records.select(np.flatnonzero(mask)), records.select(np.asarray(chosen))

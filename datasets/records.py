@@ -1,0 +1,178 @@
+"""The record every loader returns: a columnar table of annotated people.
+
+One row per person. Coordinates are 0-based pixels with pixel centres at
+integers (the project's convention, see `keras_hourglass.codec`); loaders of
+MATLAB-made annotations (MPII, FLIC) subtract 1 on reading, and
+`to_source_pixels` adds it back when predictions are written in the source's
+layout. `scale` is in units of 200 pixels with the x1.25 margin applied, and
+`center` is the adjusted person centre: each loader applies the usual
+adjustments exactly once, whatever its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+from keras_hourglass.joints import JointSpec
+
+# Fields of a record table: (name, dtype, trailing shape given num_keypoints K).
+FIELDS = ("image_path", "keypoints", "annotated", "visible", "center", "scale", "normalizer", "id")
+
+
+@dataclasses.dataclass
+class PoseRecords:
+    """Annotated people of one split.
+
+    Attributes:
+        spec: joint metadata.
+        image_path: `[N]` str, absolute or relative to the working directory.
+        keypoints: `[N, K, 2]` float32 `(x, y)` pixels; 0 where not annotated.
+        annotated: `[N, K]` bool, the joint has a ground-truth position.
+        visible: `[N, K]` bool, the source's visibility flag (MPII's
+            occlusion flag; equal to `annotated` where the source has none).
+        center: `[N, 2]` float32 person centre.
+        scale: `[N]` float32 box size in units of 200 pixels.
+        normalizer: `[N]` float32 metric normaliser (head or torso size).
+        id: `[N]` str, e.g. `"annotations.json:3"`.
+        source: the annotation file, for error messages.
+        coordinate_offset: what `to_source_pixels` adds back (1 for MATLAB
+            sources).
+    """
+
+    spec: JointSpec
+    image_path: np.ndarray
+    keypoints: np.ndarray
+    annotated: np.ndarray
+    visible: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    normalizer: np.ndarray
+    id: np.ndarray
+    source: str = ""
+    coordinate_offset: float = 0.0
+
+    def __post_init__(self):
+        n, k = len(self.image_path), self.spec.num_keypoints
+        self.image_path = np.asarray(self.image_path, dtype=object)
+        self.id = np.asarray(self.id, dtype=object)
+        self.keypoints = np.asarray(self.keypoints, np.float32).reshape(n, k, 2)
+        self.annotated = np.asarray(self.annotated, bool).reshape(n, k)
+        self.visible = np.asarray(self.visible, bool).reshape(n, k)
+        self.center = np.asarray(self.center, np.float32).reshape(n, 2)
+        self.scale = np.asarray(self.scale, np.float32).reshape(n)
+        self.normalizer = np.asarray(self.normalizer, np.float32).reshape(n)
+        if self.id.shape != (n,):
+            raise ValueError(f"{self.source}: id must have {n} entries, got {self.id.shape}.")
+        self.validate()
+
+    def __len__(self) -> int:
+        return len(self.image_path)
+
+    def _where(self, row: int) -> str:
+        return f"{self.source}: record {self.id[row]} (row {row}, image {self.image_path[row]})"
+
+    def validate(self) -> None:
+        """Raises a ValueError naming the file and the first bad record."""
+        bad = ~np.isfinite(self.keypoints).all(-1) & self.annotated
+        if bad.any():
+            row, joint = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{self._where(row)}: annotated joint {self.spec.names[joint]!r} has non-finite "
+                f"coordinates {self.keypoints[row, joint].tolist()}."
+            )
+        bad = ~(np.isfinite(self.scale) & (self.scale > 0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{self._where(row)}: scale must be positive, got {self.scale[row]}.")
+        bad = ~np.isfinite(self.center).all(-1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{self._where(row)}: center must be finite, got {self.center[row].tolist()}.")
+        # NaN means unknown (e.g. MPII's JSON layout has no head boxes).
+        bad = self.annotated.any(-1) & ~(np.isnan(self.normalizer) | (np.isfinite(self.normalizer) & (self.normalizer > 0)))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{self._where(row)}: normalizer must be positive (or NaN if unknown), got {self.normalizer[row]}.")
+        self.keypoints[~self.annotated] = 0.0
+
+    def select(self, rows) -> "PoseRecords":
+        """A subset of rows (indices or a boolean mask)."""
+        rows = np.asarray(rows)
+        return dataclasses.replace(
+            self,
+            **{name: getattr(self, name)[rows] for name in FIELDS},
+        )
+
+    def to_source_pixels(self, keypoints) -> np.ndarray:
+        """Converts `[..., 2]` pixels of this project back to the source's convention."""
+        return np.asarray(keypoints, np.float64) + self.coordinate_offset
+
+    def with_image_dir(self, image_dir: str | os.PathLike) -> "PoseRecords":
+        """The same records with image paths joined to `image_dir`."""
+        paths = [os.path.join(os.fspath(image_dir), p) for p in self.image_path]
+        return dataclasses.replace(self, image_path=np.asarray(paths, dtype=object))
+
+    def check_images(self) -> dict:
+        """Checks that every image exists and is a complete JPEG or PNG file.
+
+        Reads only the first and last bytes of each file.
+
+        Returns:
+            `{"images": number of distinct images checked}`.
+
+        Raises:
+            ValueError: naming the first missing or broken image and its record.
+        """
+        checked = set()
+        for row, path in enumerate(self.image_path):
+            if path in checked:
+                continue
+            problem = image_file_problem(path)
+            if problem:
+                raise ValueError(f"{self._where(row)}: {problem}.")
+            checked.add(path)
+        return {"images": len(checked)}
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_START = b"\x89PNG\r\n\x1a\n"
+
+
+def image_file_problem(path: str) -> str | None:
+    """What is wrong with an image file, or None (JPEG needs its end marker)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16))
+            tail = f.read()
+    except FileNotFoundError:
+        return f"image file not found: {path}"
+    except OSError as error:
+        return f"cannot read image file {path}: {error}"
+    if head.startswith(JPEG_START):
+        # Some writers pad after the end-of-image marker.
+        return None if JPEG_END in tail else f"JPEG file {path} is truncated (no end-of-image marker)"
+    if head.startswith(PNG_START):
+        return None
+    return f"{path} is neither a JPEG nor a PNG file"
+
+
+def concatenate(parts: Sequence[PoseRecords]) -> PoseRecords:
+    """Joins record tables of the same joint spec."""
+    if not parts:
+        raise ValueError("concatenate needs at least one PoseRecords.")
+    first = parts[0]
+    for part in parts[1:]:
+        if part.spec != first.spec or part.coordinate_offset != first.coordinate_offset:
+            raise ValueError(f"cannot concatenate {part.source} ({part.spec.name}) with {first.source} ({first.spec.name}).")
+    return dataclasses.replace(
+        first,
+        source=", ".join(p.source for p in parts),
+        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS},
+    )
