@@ -102,6 +102,8 @@ class PoseRecords:
     def select(self, rows) -> "PoseRecords":
         """A subset of rows (indices or a boolean mask)."""
         rows = np.asarray(rows)
+        if rows.dtype != bool:
+            rows = rows.astype(np.int64)
         return dataclasses.replace(
             self,
             **{name: getattr(self, name)[rows] for name in FIELDS},
