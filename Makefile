@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) bench/model_speed.py --variant hourglass_small
+	$(PY) -m bench.model_speed --variant hourglass_small
 
 test: venv
 	$(PY) -m pytest -n 2 --durations=10

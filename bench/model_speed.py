@@ -1,7 +1,7 @@
 """Builds a model variant, prints its summary and measures its speed.
 
-    python bench/model_speed.py --variant hourglass_small
-    python bench/model_speed.py --variant hourglass_2stack --batch-size 1 --steps 5
+    python -m bench.model_speed --variant hourglass_small
+    python -m bench.model_speed --variant hourglass_2stack --batch-size 1 --steps 5
 
 Prints parameter counts, inference milliseconds per image and training images
 per second (RMSprop, `HeatmapMSE` on every stack) on random data.

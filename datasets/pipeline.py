@@ -115,7 +115,7 @@ def _read_window(path, matrix, image_size):
 
     def jpeg():
         window = source_window(matrix, image_size, tf.io.extract_jpeg_shape(contents))
-        pixels = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
+        pixels = tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method="INTEGER_FAST")
         return pixels, tf.cast(tf.stack([window[1], window[0]]), tf.float32)
 
     def other():  # PNG, BMP, GIF: decode whole, then take the window
