@@ -21,6 +21,7 @@ demo: venv
 	$(PY) -m bench.model_speed --variant hourglass_small
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 --durations=10
 
 clean:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.records import PoseRecords
+from datasets.records import PoseRecords, join_image_dir
 from keras_hourglass.joints import JointSpec
 
 SCALE_MARGIN = 1.25
@@ -126,7 +126,7 @@ def load_coco(
     names = columns.pop("image")
     return PoseRecords(
         spec=spec,
-        image_path=[os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names,
+        image_path=join_image_dir(names, image_dir),
         keypoints=np.reshape(columns.pop("keypoints"), (-1, num_keypoints, 2)),
         annotated=np.reshape(columns.pop("annotated"), (-1, num_keypoints)),
         visible=np.reshape(columns.pop("visible"), (-1, num_keypoints)),

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import os
 
-import h5py
 import numpy as np
 import scipy.io
 
-from datasets.records import PoseRecords
+from datasets.records import PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import FLIC
 from keras_hourglass.metrics import torso_normalizer
 
@@ -62,12 +61,7 @@ def load_flic_h5(path, image_dir=None, person_centric=None) -> PoseRecords:
             person-centric is not possible: use the person-centric file).
     """
     path = os.fspath(path)
-    required = ("imgname", "center", "scale", "part", "normalize")
-    with h5py.File(path, "r") as f:
-        missing = [key for key in required if key not in f]
-        if missing:
-            raise ValueError(f"{path}: not a FLIC HDF5 annotation file, missing fields {missing}.")
-        data = {key: f[key][()] for key in f.keys()}
+    data = read_h5(path, ("imgname", "center", "scale", "part", "normalize"), "FLIC")
     part = np.asarray(data["part"], np.float64)
     if part.ndim != 3 or part.shape[1:] != (FLIC.num_keypoints, 2):
         raise ValueError(f"{path}: field 'part' must have shape [N, 11, 2], got {part.shape}.")
@@ -79,10 +73,9 @@ def load_flic_h5(path, image_dir=None, person_centric=None) -> PoseRecords:
             "cannot be recovered from them: load the *_personcentric.h5 file instead."
         )
     annotated = np.isfinite(part).all(-1)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in data["imgname"]]
     return PoseRecords(
         spec=FLIC,
-        image_path=[os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names,
+        image_path=join_image_dir(data["imgname"], image_dir),
         keypoints=np.where(annotated[..., None], part - MATLAB_OFFSET, 0),
         annotated=annotated,
         visible=np.asarray(data.get("visible", annotated)) > 0,
@@ -142,7 +135,7 @@ def load_flic_mat(path, image_dir=None, split="test", person_centric=False) -> P
         annotated = np.isfinite(keypoints).all(-1)
     return PoseRecords(
         spec=FLIC,
-        image_path=[os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names,
+        image_path=join_image_dir(names, image_dir),
         keypoints=np.where(annotated[..., None], np.nan_to_num(keypoints) - MATLAB_OFFSET, 0),
         annotated=annotated,
         visible=annotated,

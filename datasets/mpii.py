@@ -25,11 +25,10 @@ from __future__ import annotations
 import json
 import os
 
-import h5py
 import numpy as np
 import scipy.io
 
-from datasets.records import PoseRecords
+from datasets.records import PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
 
@@ -46,20 +45,10 @@ def adjust_person_box(center, scale):
     return center, scale * SCALE_MARGIN
 
 
-def _image_paths(names, image_dir):
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return [os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names
-
-
 def load_mpii_h5(path, image_dir=None) -> PoseRecords:
     """Loads the HDF5 layout (`imgname`, `center`, `scale`, `part`, `visible`, `normalize`, ...)."""
     path = os.fspath(path)
-    required = ("imgname", "center", "scale", "part", "visible", "normalize")
-    with h5py.File(path, "r") as f:
-        missing = [key for key in required if key not in f]
-        if missing:
-            raise ValueError(f"{path}: not an MPII HDF5 annotation file, missing fields {missing}.")
-        data = {key: f[key][()] for key in f.keys()}
+    data = read_h5(path, ("imgname", "center", "scale", "part", "visible", "normalize"), "MPII")
     part = np.asarray(data["part"], np.float64)
     if part.ndim != 3 or part.shape[1:] != (MPII.num_keypoints, 2):
         raise ValueError(f"{path}: field 'part' must have shape [N, 16, 2], got {part.shape}.")
@@ -70,7 +59,7 @@ def load_mpii_h5(path, image_dir=None) -> PoseRecords:
     ]
     return PoseRecords(
         spec=MPII,
-        image_path=_image_paths(data["imgname"], image_dir),
+        image_path=join_image_dir(data["imgname"], image_dir),
         keypoints=np.where(annotated[..., None], part - MATLAB_OFFSET, 0),
         annotated=annotated,
         visible=np.asarray(data["visible"]) > 0,
@@ -114,7 +103,7 @@ def load_mpii_json(path, image_dir=None) -> PoseRecords:
     keypoints = np.asarray(joints, np.float64).reshape(-1, MPII.num_keypoints, 2) - MATLAB_OFFSET
     return PoseRecords(
         spec=MPII,
-        image_path=_image_paths(images, image_dir),
+        image_path=join_image_dir(images, image_dir),
         keypoints=np.where(annotated[..., None], keypoints, 0),
         annotated=annotated,
         visible=annotated,
@@ -207,7 +196,7 @@ def load_mpii_release(path, image_dir=None, split="train") -> PoseRecords:
             columns["id"].append(f"annolist {index}, person {person}")
     return PoseRecords(
         spec=MPII,
-        image_path=_image_paths(columns.pop("image"), image_dir),
+        image_path=join_image_dir(columns.pop("image"), image_dir),
         source=path,
         coordinate_offset=MATLAB_OFFSET,
         **columns,

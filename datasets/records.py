@@ -15,6 +15,7 @@ import dataclasses
 import os
 from typing import Sequence
 
+import h5py
 import numpy as np
 
 from keras_hourglass.joints import JointSpec
@@ -115,8 +116,7 @@ class PoseRecords:
 
     def with_image_dir(self, image_dir: str | os.PathLike) -> "PoseRecords":
         """The same records with image paths joined to `image_dir`."""
-        paths = [os.path.join(os.fspath(image_dir), p) for p in self.image_path]
-        return dataclasses.replace(self, image_path=np.asarray(paths, dtype=object))
+        return dataclasses.replace(self, image_path=np.asarray(join_image_dir(self.image_path, image_dir), dtype=object))
 
     def check_images(self) -> dict:
         """Checks that every image exists and is a complete JPEG or PNG file.
@@ -163,6 +163,24 @@ def image_file_problem(path: str) -> str | None:
     if head.startswith(PNG_START):
         return None
     return f"{path} is neither a JPEG nor a PNG file"
+
+
+def read_h5(path: str, required: Sequence[str], kind: str) -> dict:
+    """Reads every field of an HDF5 annotation file, naming the file and the missing fields."""
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [key for key in required if key not in f]
+            if missing:
+                raise ValueError(f"{path}: not a {kind} HDF5 annotation file, missing fields {missing}.")
+            return {key: f[key][()] for key in f.keys()}
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read as HDF5 ({error}).") from None
+
+
+def join_image_dir(names, image_dir) -> list[str]:
+    """Image names (str or bytes) joined to `image_dir` when one is given."""
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return [os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names
 
 
 def concatenate(parts: Sequence[PoseRecords]) -> PoseRecords:

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, source_window, warp_image
