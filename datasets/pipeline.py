@@ -229,6 +229,10 @@ def build_eval_dataset(records: PoseRecords, image_size, batch_size: int = 16, c
 
     The same warp as training, without augmentation, in the records' order.
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if len(records) == 0:
+        raise ValueError(f"{records.source}: no records to evaluate.")
     if check_images:
         records.check_images()
     flip_index = records.spec.flip_index

@@ -127,6 +127,8 @@ def test_bad_inputs_get_clear_errors(dot_records, tmp_path):
         build_dataset(dot_records, HeatmapCodec((64, 64), flip_index=list(range(16))))
     with pytest.raises(ValueError, match="no records"):
         build_dataset(dot_records.select([]), codec)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        build_eval_dataset(dot_records, (64, 64), batch_size=-1)
     with pytest.raises(ValueError, match="scale_range must be"):
         Augmentation(scale_range=(1.2, 0.8))
     corrupt = tmp_path / "corrupt.jpg"
