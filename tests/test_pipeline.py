@@ -136,3 +136,25 @@ def test_bad_inputs_get_clear_errors(dot_records, tmp_path):
     broken = PoseRecords(**{**dot_records.__dict__, "image_path": [str(corrupt), str(tmp_path / "missing.jpg")]})
     with pytest.raises(ValueError, match=r"dots: record a \(row 0, image .*corrupt.jpg\): JPEG file .* truncated"):
         build_dataset(broken, codec)
+
+
+def test_ground_truth_through_crop_codec_and_back_scores_full_marks(tmp_path):
+    """Loader -> eval crop -> encode -> decode -> inverse transform -> PCKh: every joint within a quarter heatmap pixel."""
+    from datasets.mpii import load_mpii_h5
+    from datasets.synthetic import generate_split
+    from keras_hourglass.metrics import PCKH_THRESHOLD, evaluate_pck
+    from keras_hourglass.transforms import apply_affine
+
+    records = load_mpii_h5(generate_split(tmp_path, "valid", 12, image_size=(96, 128)), tmp_path / "images")
+    codec = HeatmapCodec((128, 128))
+    predictions = np.zeros(records.keypoints.shape)
+    for batch in build_eval_dataset(records, codec.image_size, batch_size=5):
+        heatmaps, _ = codec.encode(batch["keypoints"], batch["annotated"])
+        keypoints, _ = codec.decode(heatmaps)
+        predictions[batch["index"].numpy()] = apply_affine(batch["transform"], keypoints).numpy()
+    result = evaluate_pck(predictions, records.keypoints, records.annotated, records.normalizer, records.spec,
+                          PCKH_THRESHOLD, "PCKh")
+    assert result.mean == 100.0
+    box_pixels_per_crop_pixel = records.scale * 200 / 128
+    error = np.linalg.norm(predictions - records.keypoints, axis=-1)
+    assert np.all(error <= np.sqrt(2) * 0.25 * 4 * box_pixels_per_crop_pixel[:, None] + 1e-3)
