@@ -114,10 +114,6 @@ class PoseRecords:
         """Converts `[..., 2]` pixels of this project back to the source's convention."""
         return np.asarray(keypoints, np.float64) + self.coordinate_offset
 
-    def with_image_dir(self, image_dir: str | os.PathLike) -> "PoseRecords":
-        """The same records with image paths joined to `image_dir`."""
-        return dataclasses.replace(self, image_path=np.asarray(join_image_dir(self.image_path, image_dir), dtype=object))
-
     def check_images(self) -> dict:
         """Checks that every image exists and is a complete JPEG or PNG file.
 
@@ -181,18 +177,3 @@ def join_image_dir(names, image_dir) -> list[str]:
     """Image names (str or bytes) joined to `image_dir` when one is given."""
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     return [os.path.join(os.fspath(image_dir), n) for n in names] if image_dir is not None else names
-
-
-def concatenate(parts: Sequence[PoseRecords]) -> PoseRecords:
-    """Joins record tables of the same joint spec."""
-    if not parts:
-        raise ValueError("concatenate needs at least one PoseRecords.")
-    first = parts[0]
-    for part in parts[1:]:
-        if part.spec != first.spec or part.coordinate_offset != first.coordinate_offset:
-            raise ValueError(f"cannot concatenate {part.source} ({part.spec.name}) with {first.source} ({first.spec.name}).")
-    return dataclasses.replace(
-        first,
-        source=", ".join(p.source for p in parts),
-        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS},
-    )
