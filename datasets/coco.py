@@ -21,11 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.records import PoseRecords, join_image_dir
+from datasets.records import SCALE_MARGIN, PoseRecords, join_image_dir
 from keras_hourglass.joints import JointSpec
+from keras_hourglass.transforms import SCALE_UNIT
 
-SCALE_MARGIN = 1.25
-SCALE_UNIT = 200.0
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
 
 

@@ -26,11 +26,10 @@ import os
 import numpy as np
 import scipy.io
 
-from datasets.records import PoseRecords, join_image_dir, read_h5
+from datasets.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import FLIC
 from keras_hourglass.metrics import torso_normalizer
 
-MATLAB_OFFSET = 1.0
 FLIC_SCALE = 2.2
 # Columns of the original 29-joint `coords` for FLIC's 11 joints.
 MODEC_COLUMNS = (0, 1, 2, 3, 4, 5, 6, 9, 12, 13, 16)

@@ -28,13 +28,11 @@ import os
 import numpy as np
 import scipy.io
 
-from datasets.records import PoseRecords, join_image_dir, read_h5
+from datasets.records import MATLAB_OFFSET, SCALE_MARGIN, PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
 
-MATLAB_OFFSET = 1.0
 CENTER_SHIFT = 15.0  # centre y moves down by 15 * raw scale
-SCALE_MARGIN = 1.25
 
 
 def adjust_person_box(center, scale):

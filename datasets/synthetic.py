@@ -23,12 +23,11 @@ import cv2
 import h5py
 import numpy as np
 
+from datasets.records import MATLAB_OFFSET, SCALE_MARGIN
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
+from keras_hourglass.transforms import SCALE_UNIT
 
-MATLAB_OFFSET = 1.0
-SCALE_UNIT = 200.0
-SCALE_MARGIN = 1.25
 JPEG_QUALITY = 90
 SPLIT_SEEDS = {"train": 0, "valid": 1}
 J = {name: k for k, name in enumerate(MPII.names)}
