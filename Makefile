@@ -1,5 +1,6 @@
 # Two entry points, each of which sets up .venv from setup.cfg on a fresh clone:
-#   make demo   -- install, then run the main job
+#   make demo   -- install, then run the main job (train.py with no arguments: synthetic data,
+#                  train, evaluate, export SavedModel and TFLite, plots; runs/synthetic-small/)
 #   make test   -- install with test extras, then run the whole suite
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m bench.model_speed --variant hourglass_small
+	$(PY) train.py
 
 test: venv
 	$(VENV)/bin/ruff check .

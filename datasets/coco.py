@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.records import SCALE_MARGIN, PoseRecords, join_image_dir
+from datasets.records import PoseRecords, join_image_dir
 from keras_hourglass.joints import JointSpec
-from keras_hourglass.transforms import SCALE_UNIT
+from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
 
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
 

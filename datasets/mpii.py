@@ -28,9 +28,10 @@ import os
 import numpy as np
 import scipy.io
 
-from datasets.records import MATLAB_OFFSET, SCALE_MARGIN, PoseRecords, join_image_dir, read_h5
+from datasets.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
+from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
 
 CENTER_SHIFT = 15.0  # centre y moves down by 15 * raw scale
 
@@ -221,3 +222,49 @@ def split_by_reference(records: PoseRecords, reference: PoseRecords):
     mask = np.ones(len(records), bool)
     mask[chosen] = False
     return records.select(np.flatnonzero(mask)), records.select(np.asarray(chosen))
+
+
+def load_mpii_detections(path) -> PoseRecords:
+    """Loads the ground truth of the evaluation file `detections_our_format.mat`.
+
+    The file the MPII evaluation code reads (`pos_gt_src` `[16, 2, N]`,
+    `jnt_missing` `[16, N]`, `headboxes_src` `[2, 2, N]`), in the row order of
+    `valid.h5`, with unrounded coordinates: the reference for the published
+    tables. It has no image names and no person boxes; the records' centre
+    and scale are derived from the annotated joints (their box, with
+    `SCALE_MARGIN`) so that they are valid, and the images are empty strings:
+    these records are for scoring predictions, not for cropping images.
+    """
+    path = os.fspath(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable MATLAB file ({error}).") from None
+    for field in ("pos_gt_src", "jnt_missing", "headboxes_src"):
+        if field not in mat:
+            raise ValueError(f"{path}: missing field {field!r} of detections_our_format.mat.")
+    keypoints = np.asarray(mat["pos_gt_src"], np.float64).transpose(2, 0, 1)
+    if keypoints.shape[1:] != (MPII.num_keypoints, 2):
+        raise ValueError(f"{path}: field 'pos_gt_src' must have shape [16, 2, N], got {mat['pos_gt_src'].shape}.")
+    annotated = np.asarray(mat["jnt_missing"]).T == 0
+    head_boxes = np.asarray(mat["headboxes_src"], np.float64).transpose(2, 0, 1)
+    normalizer = HEAD_SIZE_FACTOR * np.linalg.norm(head_boxes[:, 1] - head_boxes[:, 0], axis=-1)
+    keypoints = np.where(annotated[..., None], keypoints - MATLAB_OFFSET, 0.0)
+    low = np.where(annotated[..., None], keypoints, np.inf).min(1)
+    high = np.where(annotated[..., None], keypoints, -np.inf).max(1)
+    some = annotated.any(1)
+    center = np.where(some[:, None], (low + high) / 2, 0.0)
+    size = np.where(some, np.maximum(np.where(some[:, None], high - low, 1.0).max(1), 1.0), 1.0)
+    return PoseRecords(
+        spec=MPII,
+        image_path=[""] * len(keypoints),
+        keypoints=keypoints,
+        annotated=annotated,
+        visible=annotated,
+        center=center,
+        scale=size * SCALE_MARGIN / SCALE_UNIT,
+        normalizer=normalizer,
+        id=[f"{os.path.basename(path)}:{row}" for row in range(len(keypoints))],
+        source=path,
+        coordinate_offset=MATLAB_OFFSET,
+    )

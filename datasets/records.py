@@ -22,8 +22,6 @@ from keras_hourglass.joints import JointSpec
 
 # MATLAB-made annotations (MPII, FLIC) number the first pixel 1.
 MATLAB_OFFSET = 1.0
-# The usual margin around a person's raw box scale (pose-hg-train, HRNet).
-SCALE_MARGIN = 1.25
 
 # Fields of a record table: (name, dtype, trailing shape given num_keypoints K).
 FIELDS = ("image_path", "keypoints", "annotated", "visible", "center", "scale", "normalizer", "id")

@@ -23,10 +23,10 @@ import cv2
 import h5py
 import numpy as np
 
-from datasets.records import MATLAB_OFFSET, SCALE_MARGIN
+from datasets.records import MATLAB_OFFSET
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
-from keras_hourglass.transforms import SCALE_UNIT
+from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
 
 JPEG_QUALITY = 90
 SPLIT_SEEDS = {"train": 0, "valid": 1}

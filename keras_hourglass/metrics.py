@@ -226,3 +226,30 @@ def evaluate_pck(
     if len(per_joint) != spec.num_keypoints:
         raise ValueError(f"predictions have {len(per_joint)} keypoints but {spec.name} has {spec.num_keypoints}.")
     return summarize_pck(per_joint, spec, metric, threshold, counts)
+
+
+# The standard metric of each data set: (name, threshold). Custom data sets
+# (a COCO file, say) default to PCK@0.2 of whatever normaliser their loader set.
+STANDARD_METRICS = {"mpii": ("PCKh", PCKH_THRESHOLD), "flic": ("PCK", FLIC_PCK_THRESHOLD)}
+DEFAULT_METRIC = ("PCK", FLIC_PCK_THRESHOLD)
+
+
+def standard_metric(spec: JointSpec, threshold: float | None = None) -> tuple[str, float]:
+    """`(metric name, threshold)` for a data set: PCKh@0.5 for MPII, PCK@0.2 otherwise."""
+    name, default = STANDARD_METRICS.get(spec.name, DEFAULT_METRIC)
+    if threshold is None:
+        return name, default
+    if not 0 < float(threshold) <= 10:
+        raise ValueError(f"threshold must be a positive fraction of the normaliser, got {threshold!r}.")
+    return name, float(threshold)
+
+
+def log_entries(result: PCKResult, prefix: str = "val_") -> dict[str, float]:
+    """Flat log entries for Keras: `{"val_pckh": mean, "val_pckh_wrist": ..., ...}`.
+
+    The threshold is not in the key: `val_pckh` is PCKh at the run's threshold.
+    """
+    key = prefix + result.metric.lower()
+    entries = {key: result.mean}
+    entries.update({f"{key}_{group.lower()}": value for group, value in result.groups.items()})
+    return entries

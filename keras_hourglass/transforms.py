@@ -22,6 +22,8 @@ import math
 import tensorflow as tf
 
 SCALE_UNIT = 200.0  # pixels per unit of scale (MPII convention)
+# The usual margin around a person's tight box (pose-hg-train, HRNet): scale = 1.25 x size / 200.
+SCALE_MARGIN = 1.25
 
 
 def crop_matrix(center, scale, output_size, rotation=0.0, flip=False):
@@ -81,32 +83,40 @@ def warp_image(image, matrix, output_size, offset=(0.0, 0.0)):
     """Samples a crop of `image` through the affine `matrix` (bilinear, zeros outside).
 
     Args:
-        image: `[height, width, channels]`, any numeric dtype.
-        matrix: `[2, 3]` map from original-image pixels to crop pixels.
+        image: `[height, width, channels]`, or a batch `[batch, height,
+            width, channels]`, any numeric dtype.
+        matrix: `[2, 3]` map from original-image pixels to crop pixels, or
+            `[batch, 2, 3]` (one per image of a batch).
         output_size: `(height, width)` of the crop.
         offset: `(x, y)` of `image`'s top-left pixel in the original image,
             where `image` is a window decoded from a larger image.
 
     Returns:
-        `[output_height, output_width, channels]` float32.
+        `[output_height, output_width, channels]` float32 (with a leading
+        batch dimension for a batch).
     """
+    image = tf.convert_to_tensor(image)
+    single = image.shape.rank == 3
+    images = tf.cast(image, tf.float32)
     inverse = invert_affine(matrix)
+    if single:
+        images, inverse = images[None], inverse[None]
     offset = tf.convert_to_tensor(offset, tf.float32)
+    inverse = tf.broadcast_to(inverse, tf.stack([tf.shape(images)[0], 2, 3]))
     # ImageProjectiveTransformV3 maps output pixels to input pixels, both with
     # centres at integer coordinates, as in this project.
-    transform = tf.concat(
-        [inverse[0, :2], inverse[0, 2:] - offset[0:1], inverse[1, :2], inverse[1, 2:] - offset[1:2], tf.zeros([2])],
-        0,
-    )
+    transforms = tf.concat(
+        [inverse[:, 0], inverse[:, 1], tf.zeros_like(inverse[:, 0, :2])], -1
+    ) - tf.stack([0.0, 0.0, offset[0], 0.0, 0.0, offset[1], 0.0, 0.0])
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(image, tf.float32)[None],
-        transforms=transform[None],
+        images=images,
+        transforms=transforms,
         output_shape=tf.constant(output_size, tf.int32),
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
-    return warped[0]
+    return warped[0] if single else warped
 
 
 def source_window(matrix, output_size, image_shape, margin=2):

@@ -52,3 +52,13 @@ def test_inside_tf_function():
     fn = tf.function(lambda c, s: crop_matrix(c, s, (8, 8), rotation=10.0))
     np.testing.assert_allclose(fn(tf.constant([3.0, 4.0]), tf.constant(0.5)),
                                crop_matrix([3.0, 4.0], 0.5, (8, 8), rotation=10.0))
+
+
+def test_warp_image_batch_equals_one_by_one():
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 255, (3, 20, 24, 3)).astype(np.float32)
+    matrices = crop_matrix(rng.uniform(5, 15, (3, 2)), rng.uniform(0.05, 0.1, 3), (8, 8),
+                           rotation=rng.uniform(-30, 30, 3), flip=np.array([True, False, True]))
+    batch = warp_image(images, matrices, (8, 8))
+    for i in range(3):
+        np.testing.assert_allclose(batch[i], warp_image(images[i], matrices[i], (8, 8)), atol=1e-4)

@@ -1,0 +1,80 @@
+"""`PCKCallback`: the data set's real metric (not a heatmap proxy) in the epoch's logs."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+
+from datasets.pipeline import build_eval_dataset
+from datasets.records import PoseRecords
+from keras_hourglass.export import pose_model_from_keras
+from keras_hourglass.inference import predict_dataset
+from keras_hourglass.metrics import PCKResult, evaluate_pck, log_entries, standard_metric
+
+
+class PCKCallback(keras.callbacks.Callback):
+    """Evaluates the model on a validation split every `every` epochs.
+
+    Runs the model on the validation crops (the same warp as training,
+    without augmentation), decodes keypoints with the training codec,
+    optionally with the flip test, maps them back to original image pixels
+    and scores them against the records with the data set's standard
+    metric: PCKh@0.5 for MPII, PCK@0.2 (torso) for FLIC, PCK at `threshold`
+    of the records' own normaliser for other data. The mean and each joint
+    group go into the epoch's logs (`val_pckh`, `val_pckh_wrist`, ... or
+    `val_pck`, ...), so that callbacks after this one in the list
+    (checkpoints, early stopping, `CSVLogger`, `TensorBoard`) and the
+    progress bar see them. Put it first in the callback list.
+
+    Args:
+        records: the validation people; their `normalizer` is the metric's.
+        every: evaluate after every `every`-th epoch and after the last.
+        flip_test: average with the mirrored crop's heatmaps.
+        threshold: override the standard threshold.
+        batch_size: evaluation batch size.
+        verbose: print the table after each evaluation.
+    """
+
+    def __init__(self, records: PoseRecords, every: int = 1, flip_test: bool = False,
+                 threshold: float | None = None, batch_size: int = 16, verbose: int = 1):
+        super().__init__()
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive number of epochs, got {every!r}.")
+        self.records = records
+        self.every = every
+        self.flip_test = flip_test
+        self.metric, self.threshold = standard_metric(records.spec, threshold)
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.monitor = f"val_{self.metric.lower()}"
+        self.last_result: PCKResult | None = None
+        self._pose_model = None
+        self._batches = None
+
+    def evaluate(self) -> PCKResult:
+        """Scores the current weights; returns the `PCKResult`."""
+        if self._pose_model is None:
+            self._pose_model = pose_model_from_keras(self.model, self.records.spec.names,
+                                                     self.records.spec.flip_index)
+            self._batches = build_eval_dataset(self.records, self._pose_model.codec.image_size,
+                                               self.batch_size, check_images=False)
+        keypoints, _ = predict_dataset(self._pose_model, self._batches, len(self.records), self.flip_test)
+        return evaluate_pck(keypoints, self.records.keypoints, self.records.annotated, self.records.normalizer,
+                            self.records.spec, self.threshold, self.metric)
+
+    def on_train_begin(self, logs=None):
+        self.records.check_images()
+        self._pose_model = None  # the model may have been rebuilt since the last fit
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") == epoch + 1
+        if (epoch + 1) % self.every and not last:
+            return
+        start = time.perf_counter()
+        self.last_result = self.evaluate()
+        if logs is not None:
+            logs.update(log_entries(self.last_result))
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: {self.last_result.format_table()}"
+                  f"\n({len(self.records)} people, {time.perf_counter() - start:.1f} s)")

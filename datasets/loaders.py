@@ -1,0 +1,77 @@
+"""One entry point from (data set, annotation file) to `PoseRecords`, for the scripts.
+
+The loader is chosen by the data set and the file's extension:
+
+| data set    | file                     | loader                                   |
+| ----------- | ------------------------ | ---------------------------------------- |
+| `mpii`      | `.h5`                    | `datasets.mpii.load_mpii_h5`             |
+| `mpii`      | `.json`                  | `datasets.mpii.load_mpii_json`           |
+| `mpii`      | `.mat` (official release)| `datasets.mpii.load_mpii_release`        |
+| `mpii`      | `detections_our_format.mat` | `datasets.mpii.load_mpii_detections` (scoring only) |
+| `flic`      | `.h5`                    | `datasets.flic.load_flic_h5`             |
+| `flic`      | `.mat` (`examples.mat`)  | `datasets.flic.load_flic_mat`            |
+| `coco`      | `.json` (COCO keypoints) | `datasets.coco.load_coco`                |
+| `synthetic` | `.h5` (MPII layout)      | `datasets.mpii.load_mpii_h5`             |
+
+`split` picks the rows of files that hold several splits: `train` or `test`
+(FLIC's `examples.mat`), `train` (the MPII release's training people).
+"""
+
+from __future__ import annotations
+
+import os
+
+import scipy.io
+
+from datasets.coco import load_coco
+from datasets.flic import load_flic_h5, load_flic_mat
+from datasets.mpii import load_mpii_detections, load_mpii_h5, load_mpii_json, load_mpii_release
+from datasets.records import PoseRecords
+
+
+def _mat_fields(path) -> set:
+    try:
+        return {name for name, _, _ in scipy.io.whosmat(path)}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable MATLAB file ({error}).") from None
+
+
+DATASETS = ("mpii", "flic", "coco", "synthetic")
+_LOADERS = {
+    ("mpii", ".h5"): lambda path, image_dir, split: load_mpii_h5(path, image_dir),
+    ("mpii", ".json"): lambda path, image_dir, split: load_mpii_json(path, image_dir),
+    ("mpii", ".mat"): lambda path, image_dir, split: (
+        load_mpii_detections(path) if "pos_gt_src" in _mat_fields(path)
+        else load_mpii_release(path, image_dir, split or "train")),
+    ("synthetic", ".h5"): lambda path, image_dir, split: load_mpii_h5(path, image_dir),
+    ("flic", ".h5"): lambda path, image_dir, split: load_flic_h5(path, image_dir),
+    ("flic", ".mat"): lambda path, image_dir, split: load_flic_mat(path, image_dir, split or "test"),
+    ("coco", ".json"): lambda path, image_dir, split, normalizer_joints=None: load_coco(
+        path, image_dir, normalizer_joints=normalizer_joints),
+}
+
+
+def load_records(dataset: str, path: str, image_dir: str | None = None, split: str | None = None,
+                 normalizer_joints=None) -> PoseRecords:
+    """Loads an annotation file of `dataset` with the loader for its extension.
+
+    `normalizer_joints` (two joint names) sets the PCK normaliser of COCO
+    files (default: the person box size); other formats carry their own.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)}.")
+    extension = os.path.splitext(str(path))[1].lower()
+    loader = _LOADERS.get((dataset, extension))
+    if loader is None:
+        known = sorted(ext for name, ext in _LOADERS if name == dataset)
+        raise ValueError(f"{path}: no {dataset} loader for {extension or 'files without an extension'!r} files; "
+                         f"expected one of {', '.join(known)}.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: annotation file not found.")
+    if image_dir is not None and not os.path.isdir(image_dir):
+        raise ValueError(f"{image_dir}: image directory not found.")
+    if normalizer_joints is not None:
+        if dataset != "coco":
+            raise ValueError(f"normalizer_joints applies to coco files only; {dataset} carries its own normaliser.")
+        return loader(path, image_dir, split, normalizer_joints=tuple(normalizer_joints))
+    return loader(path, image_dir, split)

@@ -1,0 +1,283 @@
+"""A trained model as a servable SavedModel that returns keypoints, and loading it back.
+
+`PoseEstimator` wraps a Keras model and its `HeatmapCodec` in a `tf.Module`
+whose functions do everything between an image and keypoints inside the
+graph: crop the person with the one warp of `keras_hourglass.transforms`,
+scale pixels to `[0, 1]`, run the network (optionally with the flip test),
+decode the last stack's heatmaps and map the keypoints back to the input
+image's pixels. `export_saved_model` writes it with these signatures:
+
+* `serving_default(images)`: `images` uint8 `[N, H, W, 3]` of any size; the
+  person is taken to fill the image (the crop is the image padded to a
+  square).
+* `boxes(images, boxes)`: `boxes` float32 `[N, 4]` tight person boxes
+  `(x1, y1, x2, y2)` in pixels; the crop is the box's longer side times
+  `SCALE_MARGIN`, as the data loaders do.
+* `center_scale(images, center, scale)`: `center` `[N, 2]` `(x, y)` pixels
+  and `scale` `[N]` in units of 200 pixels with the margin included (MPII's
+  convention, what the loaders produce).
+* `crops(images)`: float32 `[N, height, width, 3]` in `[0, 1]`, already
+  cropped to the model's input size; keypoints in crop pixels. It has no
+  warp op, so it is the one to convert to TFLite.
+
+Each returns `keypoints` float32 `[N, K, 2]` `(x, y)` (pixel centres at
+integers, see `keras_hourglass.codec`), `scores` `[N, K]` (heatmap peaks) and
+`heatmaps` `[N, h, w, K]` (the last stack, flip-averaged when exported with
+the flip test). The input specs make TensorFlow reject a wrong dtype, rank or
+channel count when the signature is called, before anything runs.
+
+The directory also holds `assets.extra/keras_hourglass.json` (keypoint
+names, flip partners, input size, normalisation, codec settings), which
+`load_pose_model` reads and TensorFlow Serving ignores. Saving writes a
+temporary directory and renames it, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.model import stack_outputs
+from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT, apply_affine, crop_matrix, invert_affine, warp_image
+
+METADATA_FILE = os.path.join("assets.extra", "keras_hourglass.json")
+NORMALIZATION = "RGB, float32 pixel / 255 (range [0, 1])"
+
+
+def last_output_shape(model: keras.Model) -> tuple:
+    """Shape of the last stack's heatmaps (`output_shape` is a tuple for one output, a list for several)."""
+    shape = model.output_shape
+    return tuple(shape[-1] if isinstance(shape[0], (tuple, list)) else shape)
+
+
+def _checked_images(images, dtype_name: str):
+    """Checks rank and channels when the graph runs, naming the problem before any op sees the tensor.
+
+    The image signatures declare images of unknown rank on purpose: a loaded
+    signature does not check shapes against its spec, and checks against a
+    static rank would be folded away at tracing time.
+    """
+    shape = tf.shape(images)
+    rank_ok = tf.debugging.Assert(tf.equal(tf.size(shape), 4),
+                                  [f"images must be a batch [N, height, width, 3] of {dtype_name}; got shape", shape])
+    with tf.control_dependencies([rank_ok]):
+        channels_ok = tf.debugging.Assert(tf.equal(shape[-1], 3), [
+            f"images must have 3 channels (RGB): [N, height, width, 3] {dtype_name}; got shape", shape])
+    with tf.control_dependencies([channels_ok]):
+        return tf.ensure_shape(tf.identity(images), [None, None, None, 3])
+
+
+class PoseEstimator(tf.Module):
+    """Image-to-keypoints inference around a Keras model.
+
+    Args:
+        model: a stacked hourglass (one or more heatmap outputs; the last is used).
+        codec: the codec the model was trained with; its `image_size` must
+            be the model's input size.
+        keypoint_names: one name per heatmap channel.
+        flip_test: average the heatmaps of the image and its mirror image
+            (needs `codec.flip_index`).
+    """
+
+    def __init__(self, model: keras.Model, codec: HeatmapCodec, keypoint_names: Sequence[str],
+                 flip_test: bool = False, name: str = "pose_estimator"):
+        super().__init__(name=name)
+        input_size = tuple(model.input_shape[1:3])
+        if input_size != tuple(codec.image_size):
+            raise ValueError(f"codec.image_size {codec.image_size} differs from the model's input size {input_size}.")
+        num_keypoints = last_output_shape(model)[-1]
+        if len(keypoint_names) != num_keypoints:
+            raise ValueError(f"{len(keypoint_names)} keypoint names for a model with {num_keypoints} heatmap channels.")
+        if flip_test and codec.flip_index is None:
+            raise ValueError("flip_test needs a codec built with flip_index.")
+        self.model = model
+        self.codec = codec
+        self.keypoint_names = [str(n) for n in keypoint_names]
+        self.flip_test = bool(flip_test)
+        height, width = codec.image_size
+        crops = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
+        images = tf.TensorSpec(None, tf.uint8, name="images")  # any rank: checked in the graph
+        self.heatmaps = tf.function(self._heatmaps, input_signature=[crops])
+        self.crops = tf.function(self._crops, input_signature=[crops])
+        self.serving_default = tf.function(self._whole_images, input_signature=[images])
+        self.boxes = tf.function(self._boxes, input_signature=[images, tf.TensorSpec([None, 4], tf.float32, name="boxes")])
+        self.center_scale = tf.function(self._center_scale, input_signature=[
+            images, tf.TensorSpec([None, 2], tf.float32, name="center"), tf.TensorSpec([None], tf.float32, name="scale")])
+
+    def _last_heatmaps(self, images):
+        return tf.cast(stack_outputs(self.model(images, training=False))[-1], tf.float32)
+
+    def _heatmaps(self, images):
+        if self.flip_test:
+            return self.codec.flip_test(self._last_heatmaps, images)
+        return self._last_heatmaps(images)
+
+    def _crops(self, images):
+        heatmaps = self._heatmaps(images)
+        keypoints, scores = self.codec.decode(heatmaps)
+        return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
+
+    def _center_scale(self, images, center, scale):
+        images = _checked_images(images, "uint8")
+        tf.debugging.assert_equal(tf.shape(center)[0], tf.shape(images)[0],
+                                  message="center must have one row per image")
+        tf.debugging.assert_equal(tf.shape(scale)[0], tf.shape(images)[0],
+                                  message="scale must have one value per image")
+        tf.debugging.assert_positive(scale, message="scale must be positive")
+        matrix = crop_matrix(center, scale, self.codec.image_size)
+        crops = warp_image(images, matrix, self.codec.image_size) / 255.0
+        outputs = self._crops(crops)
+        outputs["keypoints"] = apply_affine(invert_affine(matrix), outputs["keypoints"])
+        return outputs
+
+    def _boxes(self, images, boxes):
+        images = _checked_images(images, "uint8")
+        tf.debugging.assert_equal(tf.shape(boxes)[0], tf.shape(images)[0], message="boxes must have one row per image")
+        center = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+        size = tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=-1)
+        return self._center_scale(images, center, size * SCALE_MARGIN / SCALE_UNIT)
+
+    def _whole_images(self, images):
+        images = _checked_images(images, "uint8")
+        shape = tf.cast(tf.shape(images), tf.float32)
+        count, height, width = tf.shape(images)[0], shape[1], shape[2]
+        center = tf.tile([[(width - 1.0) / 2.0, (height - 1.0) / 2.0]], [count, 1])
+        scale = tf.fill([count], tf.maximum(height, width) / SCALE_UNIT)
+        return self._center_scale(images, center, scale)
+
+    def metadata(self) -> dict:
+        return {
+            "format": "keras_hourglass.pose_estimator/1",
+            "keypoint_names": self.keypoint_names,
+            "codec": self.codec.get_config(),
+            "input_size": list(self.codec.image_size),
+            "normalization": NORMALIZATION,
+            "flip_test": self.flip_test,
+            "scale_unit": SCALE_UNIT,
+            "scale_margin": SCALE_MARGIN,
+            "signatures": ["serving_default", "boxes", "center_scale", "crops"],
+        }
+
+
+def replace_directory(temporary: str, final: str) -> None:
+    """Moves a finished directory into place, replacing any old one.
+
+    The old directory is renamed aside first, so at every moment either the
+    old or the new one is complete; `complete_directory` finds it.
+    """
+    previous = final + ".old"
+    if os.path.exists(previous):
+        shutil.rmtree(previous)
+    if os.path.exists(final):
+        os.replace(final, previous)
+    os.replace(temporary, final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def complete_directory(path: str) -> str | None:
+    """`path`, or the copy `replace_directory` set aside if a crash came between its two renames."""
+    for candidate in (path, path + ".old"):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypoint_names: Sequence[str],
+                       flip_test: bool = False) -> str:
+    """Writes `model` as a servable SavedModel at `path` (replacing one there); returns `path`."""
+    estimator = PoseEstimator(model, codec, keypoint_names, flip_test)
+    path = os.path.abspath(path)
+    temporary = path + ".partial"
+    shutil.rmtree(temporary, ignore_errors=True)
+    signatures = {
+        "serving_default": estimator.serving_default,
+        "boxes": estimator.boxes,
+        "center_scale": estimator.center_scale,
+        "crops": estimator.crops,
+    }
+    tf.saved_model.save(estimator, temporary, signatures=signatures)
+    os.makedirs(os.path.join(temporary, os.path.dirname(METADATA_FILE)), exist_ok=True)
+    with open(os.path.join(temporary, METADATA_FILE), "w") as f:
+        json.dump(estimator.metadata(), f, indent=2)
+    replace_directory(temporary, path)
+    return path
+
+
+@dataclasses.dataclass
+class PoseModel:
+    """What inference needs from a trained model, however it was stored.
+
+    Attributes:
+        heatmaps: maps float32 crops `[N, height, width, 3]` in `[0, 1]` to
+            the last stack's heatmaps `[N, h, w, K]`.
+        codec: decodes those heatmaps (its `flip_index` enables the flip test).
+        keypoint_names: one per channel.
+        source: the file or directory it came from.
+        flip_tested: `heatmaps` already averages with the mirror image (a
+            SavedModel exported with the flip test); a flip test on top
+            would give the same heatmaps at twice the cost.
+    """
+
+    heatmaps: Callable
+    codec: HeatmapCodec
+    keypoint_names: list
+    source: str
+    flip_tested: bool = False
+    owner: object = None  # keeps a loaded SavedModel (and so its variables) alive
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+
+def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], flip_index=None,
+                          sigma: float | None = None, source: str = "<keras model>") -> PoseModel:
+    """A `PoseModel` around an in-memory Keras model."""
+    image_size = tuple(model.input_shape[1:3])
+    heatmap_shape = last_output_shape(model)
+    codec = HeatmapCodec(image_size, heatmap_shape[1:3], **({} if sigma is None else {"sigma": sigma}),
+                         flip_index=flip_index)
+    if len(keypoint_names) != heatmap_shape[-1]:
+        raise ValueError(f"{source}: the model predicts {heatmap_shape[-1]} keypoints but "
+                         f"{len(keypoint_names)} keypoint names were given.")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.float32)])
+    def heatmaps(images):
+        return tf.cast(stack_outputs(model(images, training=False))[-1], tf.float32)
+
+    return PoseModel(heatmaps, codec, list(keypoint_names), source, owner=model)
+
+
+def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
+    """Loads a SavedModel written by `export_saved_model`, or a `.keras` file.
+
+    A `.keras` file carries no joint metadata: `keypoint_names` (and
+    `flip_index` for the flip test) must then be given, e.g. from the data
+    set's `JointSpec`. For a SavedModel they come from its metadata.
+    """
+    if str(path).endswith(".keras"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such .keras file.")
+        model = keras.saving.load_model(path, compile=False)
+        if keypoint_names is None:
+            raise ValueError(f"{path}: a .keras file has no keypoint names; pass keypoint_names.")
+        return pose_model_from_keras(model, keypoint_names, flip_index, source=path)
+    directory = complete_directory(path)
+    if directory is None or not os.path.isfile(os.path.join(directory, "saved_model.pb")):
+        raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb) or a .keras file.")
+    metadata_path = os.path.join(directory, METADATA_FILE)
+    if not os.path.isfile(metadata_path):
+        raise ValueError(f"{path}: no {METADATA_FILE}; was it written by keras_hourglass.export_saved_model?")
+    with open(metadata_path) as f:
+        metadata = json.load(f)
+    loaded = tf.saved_model.load(directory)
+    return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
+                     list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded)
+

@@ -1,0 +1,207 @@
+"""Figures: skeleton overlays, heatmap grids, training curves and PCK curves (matplotlib).
+
+Colours and limbs come from the `JointSpec` (left joints and limbs in one
+colour, right in another, the centre line in a third), so the same code draws
+MPII, FLIC or a custom skeleton. Every function draws on an `Axes` or returns
+a `Figure`; `save_figure` writes it (PNG, any matplotlib format) whole, then
+renames it into place. The non-interactive Agg backend is used, so nothing
+here needs a display.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_hourglass.joints import JointSpec  # noqa: E402
+
+SIDE_COLORS = {"left": "tab:blue", "right": "tab:orange", "centre": "tab:green"}
+TRUTH_COLOR = "white"
+
+
+def limb_side(spec: JointSpec, a: str, b: str) -> str:
+    """A limb is left or right if either end is, else centre."""
+    sides = {spec.side(a), spec.side(b)}
+    for side in ("left", "right"):
+        if side in sides:
+            return side
+    return "centre"
+
+
+def draw_skeleton(ax, keypoints, spec: JointSpec, scores=None, visible=None, color=None,
+                  linewidth: float = 2.0, show_scores: bool = False, label: str | None = None):
+    """Draws limbs and joints of one person on `ax`.
+
+    Args:
+        keypoints: `[K, 2]` `(x, y)` pixels.
+        spec: joint names, limbs and sides.
+        scores: optional `[K]` per-joint confidences; joints are drawn with
+            their alpha and, with `show_scores`, their value written beside.
+        visible: optional `[K]` bool; joints (and their limbs) not visible
+            are skipped (e.g. not annotated in the ground truth).
+        color: one colour for everything (e.g. the ground truth); by default
+            left/right/centre colours from `SIDE_COLORS`.
+        label: legend label for the joints.
+    """
+    keypoints = np.asarray(keypoints, np.float64)
+    if keypoints.shape != (spec.num_keypoints, 2):
+        raise ValueError(f"keypoints must have shape ({spec.num_keypoints}, 2) for {spec.name}, got {keypoints.shape}.")
+    shown = np.isfinite(keypoints).all(-1)
+    if visible is not None:
+        shown &= np.asarray(visible, bool)
+    alpha = np.ones(spec.num_keypoints) if scores is None else np.clip(np.asarray(scores, np.float64), 0.2, 1.0)
+    for a, b in spec.limbs:
+        i, j = spec.index(a), spec.index(b)
+        if shown[i] and shown[j]:
+            ax.plot(keypoints[[i, j], 0], keypoints[[i, j], 1], color=color or SIDE_COLORS[limb_side(spec, a, b)],
+                    linewidth=linewidth, alpha=float(min(alpha[i], alpha[j])), solid_capstyle="round")
+    for k, name in enumerate(spec.names):
+        if not shown[k]:
+            continue
+        ax.scatter(keypoints[k, 0], keypoints[k, 1], s=4 * linewidth ** 2, alpha=float(alpha[k]), zorder=3,
+                   color=color or SIDE_COLORS[spec.side(name)], edgecolors="black", linewidths=0.5,
+                   label=label if label and k == int(np.argmax(shown)) else None)
+        if show_scores and scores is not None:
+            ax.annotate(f"{scores[k]:.2f}", keypoints[k], textcoords="offset points", xytext=(3, 3),
+                        fontsize=6, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.5, lw=0))
+
+
+def plot_pose(image, keypoints, spec: JointSpec, scores=None, ground_truth=None, annotated=None,
+              title: str | None = None, show_scores: bool = True):
+    """One image with the predicted skeleton (and the true one, in white) as a `Figure`."""
+    figure, ax = plt.subplots(figsize=(5, 5))
+    _show(ax, image)
+    if ground_truth is not None:
+        draw_skeleton(ax, ground_truth, spec, visible=annotated, color=TRUTH_COLOR, linewidth=1.0, label="truth")
+    draw_skeleton(ax, keypoints, spec, scores=scores, show_scores=show_scores)
+    if title:
+        ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_pose_grid(images: Sequence, keypoints, spec: JointSpec, ground_truth=None, annotated=None,
+                   scores=None, titles: Sequence[str] | None = None, columns: int = 4):
+    """A grid of images with predicted (sided colours) and true (white) skeletons."""
+    count = len(images)
+    if count == 0:
+        raise ValueError("plot_pose_grid needs at least one image.")
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= count:
+            ax.axis("off")
+            continue
+        _show(ax, images[i])
+        if ground_truth is not None:
+            draw_skeleton(ax, ground_truth[i], spec, visible=None if annotated is None else annotated[i],
+                          color=TRUTH_COLOR, linewidth=1.0)
+        draw_skeleton(ax, keypoints[i], spec, scores=None if scores is None else scores[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_heatmaps(image, heatmaps, spec: JointSpec, columns: int = 4):
+    """One panel per joint: the heatmap over the (resized) crop, titled with the joint and its peak."""
+    heatmaps = np.asarray(heatmaps, np.float64)
+    if heatmaps.ndim != 3 or heatmaps.shape[-1] != spec.num_keypoints:
+        raise ValueError(f"heatmaps must be [height, width, {spec.num_keypoints}], got {heatmaps.shape}.")
+    image = np.asarray(image)
+    rows = -(-spec.num_keypoints // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), squeeze=False)
+    extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)  # heatmap and image share edges
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= spec.num_keypoints:
+            continue
+        ax.imshow(_display(image), extent=extent)
+        ax.imshow(heatmaps[..., k], cmap="jet", alpha=0.5, extent=extent, vmin=0, vmax=max(1e-6, heatmaps.max()))
+        ax.set_title(f"{spec.names[k]} {heatmaps[..., k].max():.2f}", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def read_csv_log(path: str) -> dict[str, np.ndarray]:
+    """Columns of a Keras `CSVLogger` file as float arrays (empty cells are NaN)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: training log not found.")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: the training log has no epochs yet.")
+    columns = {}
+    for name in rows[0]:
+        columns[name] = np.array([float(row[name]) if row.get(name) not in (None, "") else np.nan for row in rows])
+    return columns
+
+
+def plot_training_curves(log: str | Mapping[str, np.ndarray], title: str | None = None):
+    """Losses (each stack's and the total) and validation metrics per epoch, from a CSV log."""
+    columns = read_csv_log(log) if isinstance(log, str) else log
+    epochs = columns["epoch"] + 1
+    losses = [name for name in columns if name.endswith("loss")]
+    metrics = [name for name in columns if name.startswith("val_") and not name.endswith("loss")]
+    figure, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
+    for name in losses:
+        axes[0, 0].plot(epochs, columns[name], label=name, linewidth=2 if name == "loss" else 1)
+    axes[0, 0].set(xlabel="epoch", ylabel="loss", yscale="log", title="training loss")
+    axes[0, 0].legend(fontsize=7)
+    if metrics:
+        for name in metrics:
+            finite = np.isfinite(columns[name])
+            axes[0, 1].plot(epochs[finite], columns[name][finite], marker=".", label=name,
+                            linewidth=2 if name.count("_") == 1 else 1)
+        axes[0, 1].set(xlabel="epoch", ylabel="%", title="validation", ylim=(0, 100))
+        axes[0, 1].legend(fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_pck_curves(curves: Mapping[str, tuple], metric: str = "PCK", title: str | None = None):
+    """PCK versus threshold for several runs: `{label: (thresholds, values in %)}`."""
+    if not curves:
+        raise ValueError("plot_pck_curves needs at least one curve.")
+    figure, ax = plt.subplots(figsize=(5, 4))
+    for label, (thresholds, values) in curves.items():
+        ax.plot(thresholds, values, label=label)
+    ax.set(xlabel="normalised distance threshold", ylabel=f"{metric} (%)", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure, path: str, dpi: int = 100) -> str:
+    """Writes the figure to `path` (temporary file, then rename) and closes it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    root, extension = os.path.splitext(path)
+    temporary = f"{root}.partial{extension}"
+    figure.savefig(temporary, dpi=dpi)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
+def _display(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 1) if image.max() <= 1.0 else np.clip(image / 255.0, 0, 1)
+    return image
+
+
+def _show(ax, image):
+    ax.imshow(_display(image))
+    ax.axis("off")

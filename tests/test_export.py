@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
+from keras_hourglass.export import (
+    METADATA_FILE,
+    PoseEstimator,
+    complete_directory,
+    export_saved_model,
+    load_pose_model,
+    replace_directory,
+)
+from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, warp_image
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = build_stacked_hourglass(2, MPII.num_keypoints, **TINY)
+    codec = HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index)
+    path = export_saved_model(model, str(tmp_path_factory.mktemp("export") / "model"), codec, MPII.names)
+    return model, codec, path, tf.saved_model.load(path)
+
+
+def test_crops_signature_equals_the_keras_model(exported):
+    model, codec, _, loaded = exported
+    crops = np.random.default_rng(0).uniform(0, 1, (3, 64, 64, 3)).astype(np.float32)
+    outputs = loaded.signatures["crops"](images=tf.constant(crops))
+    expected = model(crops, training=False)[-1]
+    np.testing.assert_allclose(outputs["heatmaps"], expected, atol=1e-5)
+    keypoints, scores = codec.decode(expected)
+    np.testing.assert_allclose(outputs["keypoints"], keypoints, atol=1e-4)
+    np.testing.assert_allclose(outputs["scores"], scores, rtol=1e-5)
+
+
+def test_serving_default_crops_the_whole_image_and_maps_back(exported):
+    model, codec, _, loaded = exported
+    images = np.random.default_rng(1).integers(0, 256, (2, 48, 80, 3)).astype(np.uint8)
+    outputs = loaded.signatures["serving_default"](images=tf.constant(images))
+    # The whole image padded to a square: centre in the middle, side = longer side.
+    matrix = crop_matrix([[39.5, 23.5]] * 2, [80 / 200] * 2, (64, 64))
+    crops = warp_image(images, matrix, (64, 64)) / 255.0
+    keypoints, scores = codec.decode(model(crops, training=False)[-1])
+    np.testing.assert_allclose(outputs["keypoints"], apply_affine(invert_affine(matrix), keypoints), atol=1e-3)
+    np.testing.assert_allclose(outputs["scores"], scores, atol=1e-4)
+    assert outputs["keypoints"].shape == (2, 16, 2) and outputs["heatmaps"].shape == (2, 16, 16, 16)
+
+
+def test_boxes_and_center_scale_signatures_agree(exported):
+    _, _, _, loaded = exported
+    images = tf.constant(np.random.default_rng(2).integers(0, 256, (1, 60, 60, 3)).astype(np.uint8))
+    boxes = tf.constant([[10.0, 5.0, 30.0, 45.0]])  # 20 x 40: scale = 40 * 1.25 / 200
+    by_box = loaded.signatures["boxes"](images=images, boxes=boxes)
+    by_scale = loaded.signatures["center_scale"](images=images, center=tf.constant([[20.0, 25.0]]),
+                                                 scale=tf.constant([0.25]))
+    np.testing.assert_allclose(by_box["keypoints"], by_scale["keypoints"], atol=1e-4)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((1, 32, 32, 3), np.float32), "uint8"),
+    (np.zeros((32, 32, 3), np.uint8), "batch \\[N, height, width, 3\\]"),
+    (np.zeros((1, 32, 32, 4), np.uint8), "3 channels"),
+])
+def test_signature_rejects_bad_images(exported, images, message):
+    _, _, _, loaded = exported
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match=message):
+        loaded.signatures["serving_default"](images=tf.constant(images))
+
+
+def test_center_scale_rejects_mismatched_rows(exported):
+    _, _, _, loaded = exported
+    images = tf.zeros((2, 32, 32, 3), tf.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per image"):
+        loaded.signatures["center_scale"](images=images, center=tf.zeros((1, 2)), scale=tf.ones((2,)))
+
+
+def test_metadata_and_load_pose_model(exported):
+    _, codec, path, _ = exported
+    with open(f"{path}/{METADATA_FILE}") as f:
+        metadata = json.load(f)
+    assert metadata["keypoint_names"] == list(MPII.names) and metadata["input_size"] == [64, 64]
+    pose_model = load_pose_model(path)
+    assert pose_model.codec.get_config() == codec.get_config() and pose_model.num_keypoints == 16
+
+
+def test_flip_test_export_averages_with_the_mirror(tmp_path):
+    model = build_stacked_hourglass(1, MPII.num_keypoints, **TINY)
+    codec = HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index)
+    estimator = PoseEstimator(model, codec, MPII.names, flip_test=True)
+    crops = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    expected = codec.flip_test(lambda x: model(x, training=False), crops)
+    np.testing.assert_allclose(estimator.heatmaps(crops), expected, atol=1e-5)
+
+
+def test_estimator_checks_its_arguments():
+    model = build_stacked_hourglass(1, 3, **TINY)
+    with pytest.raises(ValueError, match="3 heatmap channels"):
+        PoseEstimator(model, HeatmapCodec(TINY["image_size"]), ["a", "b"])
+    with pytest.raises(ValueError, match="input size"):
+        PoseEstimator(model, HeatmapCodec((128, 128)), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="flip_index"):
+        PoseEstimator(model, HeatmapCodec(TINY["image_size"]), ["a", "b", "c"], flip_test=True)
+
+
+def test_load_pose_model_names_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        load_pose_model(str(tmp_path))
+    with pytest.raises(ValueError, match="no such .keras file"):
+        load_pose_model(str(tmp_path / "missing.keras"))
+
+
+def test_replace_directory_keeps_a_complete_copy(tmp_path):
+    final, new = tmp_path / "model", tmp_path / "model.partial"
+    final.mkdir()
+    (final / "v").write_text("old")
+    new.mkdir()
+    (new / "v").write_text("new")
+    replace_directory(str(new), str(final))
+    assert (final / "v").read_text() == "new" and not (tmp_path / "model.old").exists()
+    # A crash between the two renames leaves only model.old: still found.
+    final.rename(tmp_path / "model.old")
+    assert complete_directory(str(final)) == str(tmp_path / "model.old")

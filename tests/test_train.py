@@ -1,0 +1,127 @@
+"""train.py end to end on tiny synthetic data: wiring, resume after kill -9, learning, bad input, mirrored."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train
+from tests.conftest import ROOT
+
+TINY_ARGS = ["--filters", "8", "--depth", "2", "--stem-filters", "8,8", "--image-size", "64", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    from datasets.synthetic import generate
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    generate(str(folder), num_train=48, num_valid=16, image_size=(96, 96))
+    return str(folder)
+
+
+def read_log(run):
+    with open(os.path.join(run, "training_log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_steps_end_to_end(synthetic_dir, tmp_path):
+    run = str(tmp_path / "run")
+    code = train.main([*TINY_ARGS, "--data-dir", synthetic_dir, "--output", run, "--epochs", "2",
+                       "--steps-per-epoch", "2", "--no-flip-test"])
+    assert code == 0
+    config = json.loads(open(os.path.join(run, "config.json")).read())
+    assert config["preset"] == "synthetic-small" and config["filters"] == 8 and config["epochs"] == 2
+    rows = read_log(run)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for column in ("loss", "heatmaps_stack0_loss", "heatmaps_stack1_loss", "val_pckh", "val_pckh_wrist"):
+        assert column in rows[0], column
+    for path in ("checkpoints/best/saved_model.pb", "checkpoints/last/saved_model.pb", "resume/epoch-0002",
+                 "eval/metrics.json", "eval/predictions.h5", "eval/pck_curve.png", "eval/predictions.png",
+                 "model.tflite", "training_curves.png", "summary.json"):
+        assert os.path.exists(os.path.join(run, path)), path
+    assert not os.path.exists(os.path.join(run, "resume/epoch-0001"))  # only the newest is kept
+    summary = json.loads(open(os.path.join(run, "summary.json")).read())
+    assert summary["metric"] == "PCKh" and 0 <= summary["mean"] <= 100
+    assert os.listdir(os.path.join(run, "tensorboard"))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_continues_from_the_saved_epoch(synthetic_dir, tmp_path):
+    run = str(tmp_path / "run")
+    command = [sys.executable, "train.py", *TINY_ARGS, "--data-dir", synthetic_dir, "--output", run,
+               "--epochs", "3", "--steps-per-epoch", "2", "--no-flip-test", "--no-evaluate", "--no-export-tflite"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not os.path.isdir(os.path.join(run, "resume", "epoch-0001")):
+        assert first.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    resumed = sorted(os.listdir(os.path.join(run, "resume")))
+    assert resumed[-1] in ("epoch-0001", "epoch-0002") and not any(p.endswith(".partial") for p in resumed[:-1])
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming {run} from {run}/resume/{resumed[-1]}" in second.stdout
+    assert [r["epoch"] for r in read_log(run)] == ["0", "1", "2"]
+    assert sorted(os.listdir(os.path.join(run, "resume"))) == ["epoch-0003"]
+
+
+def test_a_changed_configuration_is_refused(synthetic_dir, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"preset": "synthetic-small", "epochs": 99}, f)
+    code = train.main([*TINY_ARGS, "--data-dir", synthetic_dir, "--output", run, "--epochs", "1"])
+    assert code == 2
+    assert "different configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "mpii-16stack"], "unknown preset 'mpii-16stack'"),
+    (["--dataset", "mpii", "--train-annotations", "/no/such/train.h5", "--valid-annotations", "/no/such/valid.h5"],
+     "/no/such/train.h5: annotation file not found"),
+    (["--dataset", "mpii"], "--train-annotations is required"),
+    (["--lr-decay-epochs", "5,x"], "--lr-decay-epochs must be comma-separated integers"),
+    (["--stem-filters", "8"], "--stem-filters must be two"),
+])
+def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path):
+    code = train.main([*argv, "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and err.count("\n") == 0, err
+
+
+def test_a_model_with_other_keypoints_is_refused_by_evaluate(synthetic_dir, tmp_path, capsys):
+    import evaluate
+    from keras_hourglass import build_stacked_hourglass
+    from tests.conftest import TINY
+
+    path = str(tmp_path / "three.keras")
+    build_stacked_hourglass(1, 3, **TINY).save(path)
+    code = evaluate.main(["--model", path, "--dataset", "synthetic",
+                          "--annotations", os.path.join(synthetic_dir, "valid.h5"),
+                          "--image-dir", os.path.join(synthetic_dir, "images")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "predicts 3 keypoints" in err and err.count("\n") == 0, err
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_dir, tmp_path):
+    run = str(tmp_path / "run")
+    script = (
+        "import sys, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "import train\n"
+        f"sys.exit(train.main({[*TINY_ARGS, '--data-dir', synthetic_dir, '--output', run, '--epochs', '1', '--steps-per-epoch', '2', '--strategy', 'mirrored', '--no-flip-test', '--no-export-tflite', '--no-evaluate']!r}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy, 2 replica(s)" in result.stdout
+    assert os.path.isfile(os.path.join(run, "checkpoints", "best", "saved_model.pb"))
