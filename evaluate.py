@@ -37,6 +37,7 @@ import numpy as np
 from datasets.loaders import DATASETS, load_records
 from datasets.pipeline import build_eval_dataset
 from datasets.records import PoseRecords
+from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.export import PoseModel, load_pose_model
 from keras_hourglass.inference import predict_dataset
 from keras_hourglass.metrics import CURVE_THRESHOLDS, PCKResult, area_under_curve, evaluate_pck, pck_curve, standard_metric
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="PCK threshold (default: the data set's standard one)")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                         help="average with the mirrored image's heatmaps (default on)")
+    parser.add_argument("--refine", choices=("quarter", "taylor"),
+                        help="sub-pixel decoding (default: the model's; the reference's quarter shift for .keras)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", help="folder for predictions.h5, metrics.json and plots")
     parser.add_argument("--json", help="write the metrics JSON here")
@@ -179,6 +182,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     scores = None
     if args.model:
         pose_model = load_pose_model(args.model, records.spec.names, records.spec.flip_index)
+        if args.refine:
+            pose_model.codec = HeatmapCodec.from_config({**pose_model.codec.get_config(), "refine": args.refine})
         keypoints, scores = run_model(pose_model, records, args.flip_test, args.batch_size, not args.quiet)
         label = os.path.basename(os.path.normpath(args.model))
     else:

@@ -17,7 +17,7 @@ import shutil
 import keras
 
 from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import export_saved_model, replace_directory
+from keras_hourglass.export import PoseEstimator, replace_directory, save_estimator
 
 RESUME_PATTERN = re.compile(r"epoch-(\d{4,})$")
 WEIGHTS_FILE = "model.weights.h5"  # weights and optimizer state (Keras writes both)
@@ -59,6 +59,7 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         self.best = -math.inf if mode == "max" else math.inf
         self.best_epoch = None
         self._last_epoch = None
+        self._estimator = None
 
     @property
     def best_path(self) -> str:
@@ -72,9 +73,14 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def _export(self, path, epoch, value=None):
-        export_saved_model(self.model, path, self.codec, self.keypoint_names, self.flip_test)
-        with open(os.path.join(path, "assets.extra", "checkpoint.json"), "w") as f:
-            json.dump({"epoch": epoch + 1, "monitor": self.monitor, "value": value}, f)
+        if self._estimator is None:  # one estimator per run: later saves reuse its traced functions
+            self._estimator = PoseEstimator(self.model, self.codec, self.keypoint_names, self.flip_test)
+        save_estimator(self._estimator, path,
+                       {"checkpoint.json": {"epoch": epoch + 1, "monitor": self.monitor, "value": value}})
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._estimator = None
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch

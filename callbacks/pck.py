@@ -8,6 +8,7 @@ import keras
 
 from datasets.pipeline import build_eval_dataset
 from datasets.records import PoseRecords
+from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.export import pose_model_from_keras
 from keras_hourglass.inference import predict_dataset
 from keras_hourglass.metrics import PCKResult, evaluate_pck, log_entries, standard_metric
@@ -33,11 +34,14 @@ class PCKCallback(keras.callbacks.Callback):
         flip_test: average with the mirrored crop's heatmaps.
         threshold: override the standard threshold.
         batch_size: evaluation batch size.
+        codec: the training codec (its decoding is used); by default one
+            with the model's sizes and the reference decoding.
         verbose: print the table after each evaluation.
     """
 
     def __init__(self, records: PoseRecords, every: int = 1, flip_test: bool = False,
-                 threshold: float | None = None, batch_size: int = 16, verbose: int = 1):
+                 threshold: float | None = None, batch_size: int = 16, codec: HeatmapCodec | None = None,
+                 verbose: int = 1):
         super().__init__()
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive number of epochs, got {every!r}.")
@@ -46,6 +50,7 @@ class PCKCallback(keras.callbacks.Callback):
         self.flip_test = flip_test
         self.metric, self.threshold = standard_metric(records.spec, threshold)
         self.batch_size = batch_size
+        self.codec = codec
         self.verbose = verbose
         self.monitor = f"val_{self.metric.lower()}"
         self.last_result: PCKResult | None = None
@@ -56,7 +61,7 @@ class PCKCallback(keras.callbacks.Callback):
         """Scores the current weights; returns the `PCKResult`."""
         if self._pose_model is None:
             self._pose_model = pose_model_from_keras(self.model, self.records.spec.names,
-                                                     self.records.spec.flip_index)
+                                                     self.records.spec.flip_index, self.codec)
             self._batches = build_eval_dataset(self.records, self._pose_model.codec.image_size,
                                                self.batch_size, check_images=False)
         keypoints, _ = predict_dataset(self._pose_model, self._batches, len(self.records), self.flip_test)

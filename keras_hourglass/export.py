@@ -19,6 +19,7 @@ image's pixels. `export_saved_model` writes it with these signatures:
 * `crops(images)`: float32 `[N, height, width, 3]` in `[0, 1]`, already
   cropped to the model's input size; keypoints in crop pixels. It has no
   warp op, so it is the one to convert to TFLite.
+* `heatmaps(images)`: the same crops to the last stack's heatmaps alone.
 
 Each returns `keypoints` float32 `[N, K, 2]` `(x, y)` (pixel centres at
 integers, see `keras_hourglass.codec`), `scores` `[N, K]` (heatmap peaks) and
@@ -74,8 +75,14 @@ def _checked_images(images, dtype_name: str):
         return tf.ensure_shape(tf.identity(images), [None, None, None, 3])
 
 
-class PoseEstimator(tf.Module):
-    """Image-to-keypoints inference around a Keras model.
+class PoseEstimator:
+    """Image-to-keypoints inference around a Keras model, as a `keras.export.ExportArchive`.
+
+    The endpoints are the graph functions below; `archive` holds them with
+    the model's variables (Keras's own export path: a hand-made `tf.Module`
+    tracking Keras 3 variables saved and served fine but converted to TFLite
+    with wrong weights, all-NaN outputs, under TF 2.21). Build one estimator
+    and save it many times: its functions are traced once.
 
     Args:
         model: a stacked hourglass (one or more heatmap outputs; the last is used).
@@ -87,8 +94,7 @@ class PoseEstimator(tf.Module):
     """
 
     def __init__(self, model: keras.Model, codec: HeatmapCodec, keypoint_names: Sequence[str],
-                 flip_test: bool = False, name: str = "pose_estimator"):
-        super().__init__(name=name)
+                 flip_test: bool = False):
         input_size = tuple(model.input_shape[1:3])
         if input_size != tuple(codec.image_size):
             raise ValueError(f"codec.image_size {codec.image_size} differs from the model's input size {input_size}.")
@@ -97,22 +103,28 @@ class PoseEstimator(tf.Module):
             raise ValueError(f"{len(keypoint_names)} keypoint names for a model with {num_keypoints} heatmap channels.")
         if flip_test and codec.flip_index is None:
             raise ValueError("flip_test needs a codec built with flip_index.")
-        self.model = model
+        self._call_model = model
         self.codec = codec
         self.keypoint_names = [str(n) for n in keypoint_names]
         self.flip_test = bool(flip_test)
         height, width = codec.image_size
         crops = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
         images = tf.TensorSpec(None, tf.uint8, name="images")  # any rank: checked in the graph
-        self.heatmaps = tf.function(self._heatmaps, input_signature=[crops])
-        self.crops = tf.function(self._crops, input_signature=[crops])
-        self.serving_default = tf.function(self._whole_images, input_signature=[images])
-        self.boxes = tf.function(self._boxes, input_signature=[images, tf.TensorSpec([None, 4], tf.float32, name="boxes")])
-        self.center_scale = tf.function(self._center_scale, input_signature=[
-            images, tf.TensorSpec([None, 2], tf.float32, name="center"), tf.TensorSpec([None], tf.float32, name="scale")])
+        self.archive = keras.export.ExportArchive()
+        self.archive.track(model)
+        endpoints = {
+            "serving_default": (self._whole_images, [images]),
+            "boxes": (self._boxes, [images, tf.TensorSpec([None, 4], tf.float32, name="boxes")]),
+            "center_scale": (self._center_scale, [images, tf.TensorSpec([None, 2], tf.float32, name="center"),
+                                                  tf.TensorSpec([None], tf.float32, name="scale")]),
+            "crops": (self._crops, [crops]),
+            "heatmaps": (self._heatmaps, [crops]),
+        }
+        for name, (function, signature) in endpoints.items():
+            setattr(self, name, self.archive.add_endpoint(name, function, input_signature=signature))
 
     def _last_heatmaps(self, images):
-        return tf.cast(stack_outputs(self.model(images, training=False))[-1], tf.float32)
+        return tf.cast(stack_outputs(self._call_model(images, training=False))[-1], tf.float32)
 
     def _heatmaps(self, images):
         if self.flip_test:
@@ -162,7 +174,7 @@ class PoseEstimator(tf.Module):
             "flip_test": self.flip_test,
             "scale_unit": SCALE_UNIT,
             "scale_margin": SCALE_MARGIN,
-            "signatures": ["serving_default", "boxes", "center_scale", "crops"],
+            "signatures": ["serving_default", "boxes", "center_scale", "crops", "heatmaps"],
         }
 
 
@@ -192,20 +204,23 @@ def complete_directory(path: str) -> str | None:
 def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypoint_names: Sequence[str],
                        flip_test: bool = False) -> str:
     """Writes `model` as a servable SavedModel at `path` (replacing one there); returns `path`."""
-    estimator = PoseEstimator(model, codec, keypoint_names, flip_test)
+    return save_estimator(PoseEstimator(model, codec, keypoint_names, flip_test), path)
+
+
+def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None = None) -> str:
+    """Saves a `PoseEstimator` (reuse one across saves: its traced functions are kept); returns `path`.
+
+    `extra_files` (`{name: JSON-able}`) go to `assets.extra/` beside the metadata.
+    """
     path = os.path.abspath(path)
     temporary = path + ".partial"
     shutil.rmtree(temporary, ignore_errors=True)
-    signatures = {
-        "serving_default": estimator.serving_default,
-        "boxes": estimator.boxes,
-        "center_scale": estimator.center_scale,
-        "crops": estimator.crops,
-    }
-    tf.saved_model.save(estimator, temporary, signatures=signatures)
+    estimator.archive.write_out(temporary, verbose=False)
+    extra = {os.path.basename(METADATA_FILE): estimator.metadata(), **(extra_files or {})}
     os.makedirs(os.path.join(temporary, os.path.dirname(METADATA_FILE)), exist_ok=True)
-    with open(os.path.join(temporary, METADATA_FILE), "w") as f:
-        json.dump(estimator.metadata(), f, indent=2)
+    for name, content in extra.items():
+        with open(os.path.join(temporary, os.path.dirname(METADATA_FILE), name), "w") as f:
+            json.dump(content, f, indent=2)
     replace_directory(temporary, path)
     return path
 
@@ -238,12 +253,15 @@ class PoseModel:
 
 
 def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], flip_index=None,
-                          sigma: float | None = None, source: str = "<keras model>") -> PoseModel:
-    """A `PoseModel` around an in-memory Keras model."""
+                          codec: HeatmapCodec | None = None, source: str = "<keras model>") -> PoseModel:
+    """A `PoseModel` around an in-memory Keras model; `codec` defaults to the model's sizes."""
     image_size = tuple(model.input_shape[1:3])
     heatmap_shape = last_output_shape(model)
-    codec = HeatmapCodec(image_size, heatmap_shape[1:3], **({} if sigma is None else {"sigma": sigma}),
-                         flip_index=flip_index)
+    if codec is None:
+        codec = HeatmapCodec(image_size, heatmap_shape[1:3], flip_index=flip_index)
+    elif tuple(codec.image_size) != image_size or tuple(codec.heatmap_size) != tuple(heatmap_shape[1:3]):
+        raise ValueError(f"{source}: codec sizes {codec.image_size}/{codec.heatmap_size} differ from the model's "
+                         f"{image_size}/{tuple(heatmap_shape[1:3])}.")
     if len(keypoint_names) != heatmap_shape[-1]:
         raise ValueError(f"{source}: the model predicts {heatmap_shape[-1]} keypoints but "
                          f"{len(keypoint_names)} keypoint names were given.")

@@ -131,8 +131,11 @@ def plot_heatmaps(image, heatmaps, spec: JointSpec, columns: int = 4):
     return figure
 
 
+MISSING_CELLS = ("", "NA", "nan")  # CSVLogger writes "NA" for an entry missing from an epoch's logs
+
+
 def read_csv_log(path: str) -> dict[str, np.ndarray]:
-    """Columns of a Keras `CSVLogger` file as float arrays (empty cells are NaN)."""
+    """Columns of a Keras `CSVLogger` file as float arrays (missing cells are NaN)."""
     if not os.path.isfile(path):
         raise ValueError(f"{path}: training log not found.")
     with open(path, newline="") as f:
@@ -141,7 +144,8 @@ def read_csv_log(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: the training log has no epochs yet.")
     columns = {}
     for name in rows[0]:
-        columns[name] = np.array([float(row[name]) if row.get(name) not in (None, "") else np.nan for row in rows])
+        columns[name] = np.array([np.nan if row.get(name) in (None, *MISSING_CELLS) else float(row[name])
+                                  for row in rows])
     return columns
 
 

@@ -171,3 +171,17 @@ def test_bad_call_arguments():
         codec.flip_heatmaps(np.zeros((16, 16, 16)))
     with pytest.raises(ValueError, match="4 channels but flip_index has 16"):
         HeatmapCodec((64, 64), flip_index=MPII.flip_index).flip_heatmaps(np.zeros((16, 16, 4)))
+
+
+def test_taylor_refinement_is_exact_for_gaussians():
+    codec = HeatmapCodec((64, 64), sigma=2.0, refine="taylor")
+    points = np.random.default_rng(5).uniform(6, 58, (20, 16, 2)).astype(np.float32)
+    heatmaps, _ = codec.encode(points, np.ones((20, 16), bool))
+    keypoints, scores = codec.decode(heatmaps)
+    interior = np.all((codec.image_to_heatmap(points).numpy() >= 1) & (codec.image_to_heatmap(points).numpy() <= 14), -1)
+    np.testing.assert_allclose(keypoints.numpy()[interior], points[interior], atol=1e-3)
+    quarter, _ = HeatmapCodec((64, 64), sigma=2.0).decode(heatmaps)
+    assert np.abs(quarter.numpy() - points).max() > 0.5  # the reference shift is coarser
+    assert HeatmapCodec.from_config(codec.get_config()).refine == "taylor"
+    with pytest.raises(ValueError, match="refine"):
+        HeatmapCodec((64, 64), refine="soft")

@@ -125,3 +125,22 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy, 2 replica(s)" in result.stdout
     assert os.path.isfile(os.path.join(run, "checkpoints", "best", "saved_model.pb"))
+
+
+@pytest.mark.slow
+def test_loss_goes_down_and_pck_goes_up(synthetic_dir, tmp_path):
+    """A short run that must learn: no augmentation, scored on its own 48 training people."""
+    run = str(tmp_path / "run")
+    code = train.main(["--filters", "16", "--depth", "2", "--stem-filters", "16,16", "--image-size", "64",
+                       "--batch-size", "8", "--data-dir", synthetic_dir, "--output", run, "--no-augment",
+                       "--valid-annotations", os.path.join(synthetic_dir, "train.h5"),
+                       "--train-annotations", os.path.join(synthetic_dir, "train.h5"),
+                       "--image-dir", os.path.join(synthetic_dir, "images"),
+                       "--epochs", "6", "--steps-per-epoch", "12", "--eval-every", "1", "--no-flip-test",
+                       "--no-evaluate", "--no-export-tflite"])
+    assert code == 0
+    rows = read_log(run)
+    loss = [float(r["loss"]) for r in rows]
+    pckh = [float(r["val_pckh"]) for r in rows]
+    assert loss[-1] < 0.5 * loss[0], loss
+    assert max(pckh[-2:]) > pckh[0] + 15, pckh

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from keras_hourglass import FLIC, MPII
+from keras_hourglass.plotting import (
+    draw_skeleton,
+    limb_side,
+    plot_heatmaps,
+    plot_pck_curves,
+    plot_pose,
+    plot_pose_grid,
+    plot_training_curves,
+    read_csv_log,
+    save_figure,
+)
+
+
+def test_limb_sides_come_from_the_spec():
+    assert limb_side(MPII, "l_wrist", "l_elbow") == "left"
+    assert limb_side(MPII, "r_shoulder", "thorax") == "right"
+    assert limb_side(MPII, "upper_neck", "head_top") == "centre"
+    assert limb_side(FLIC, "l_eye", "nose") == "left"
+
+
+@pytest.mark.parametrize("spec", [MPII, FLIC])
+def test_pose_figures_are_written(spec, tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    keypoints = rng.uniform(5, 35, (spec.num_keypoints, 2))
+    scores = rng.uniform(0, 1, spec.num_keypoints)
+    for name, figure in {
+        "pose": plot_pose(image, keypoints, spec, scores, keypoints + 1, np.ones(spec.num_keypoints, bool)),
+        "grid": plot_pose_grid([image] * 3, [keypoints] * 3, spec, [keypoints] * 3, scores=[scores] * 3, titles="abc"),
+        "heatmaps": plot_heatmaps(image / 255.0, rng.uniform(0, 1, (10, 12, spec.num_keypoints)), spec),
+    }.items():
+        path = save_figure(figure, str(tmp_path / f"{name}.png"))
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_draw_skeleton_checks_the_joint_count():
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots()
+    with pytest.raises(ValueError, match=r"\(16, 2\)"):
+        draw_skeleton(ax, np.zeros((3, 2)), MPII)
+    plt.close(figure)
+
+
+def test_training_curves_from_a_csv_log(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,heatmaps_stack0_loss,loss,val_pckh,val_pckh_wrist\n0,0.2,0.3,10.0,5.0\n1,0.1,0.2,NA,\n2,0.05,0.1,30.0,20.0\n")
+    columns = read_csv_log(str(log))
+    assert np.isnan(columns["val_pckh"][1]) and columns["loss"][2] == 0.1
+    save_figure(plot_training_curves(str(log)), str(tmp_path / "curves.png"))
+    with pytest.raises(ValueError, match="not found"):
+        read_csv_log(str(tmp_path / "missing.csv"))
+
+
+def test_pck_curves_compare_runs(tmp_path):
+    thresholds = np.linspace(0, 0.5, 11)
+    figure = plot_pck_curves({"a": (thresholds, 100 * thresholds * 2), "b": (thresholds, 50 * thresholds * 2)}, "PCKh")
+    assert len(figure.axes[0].lines) == 2
+    save_figure(figure, str(tmp_path / "pck.png"))
+    with pytest.raises(ValueError):
+        plot_pck_curves({})
