@@ -181,8 +181,15 @@ def resolve_config(args: argparse.Namespace) -> Config:
             given["lr_decay_epochs"] = tuple(int(v) for v in given["lr_decay_epochs"].split(",") if v.strip())
         except ValueError:
             raise ValueError(f"--lr-decay-epochs must be comma-separated integers, got {args.lr_decay_epochs!r}.") from None
+    preset_epochs, preset_drops = values.get("epochs", Config.epochs), tuple(values.get("lr_decay_epochs", ()))
     values.update(given)
     values["lr_decay_epochs"] = tuple(values.get("lr_decay_epochs", ()))
+    if "epochs" in given and "lr_decay_epochs" not in given and values["epochs"] != preset_epochs:
+        # The preset's drops stay at the same fraction of training.
+        scaled = sorted({round(e * values["epochs"] / preset_epochs) for e in values["lr_decay_epochs"]})
+        values["lr_decay_epochs"] = tuple(e for e in scaled if 0 < e < values["epochs"])
+        if values["lr_decay_epochs"] != preset_drops:
+            print(f"learning-rate drops moved with --epochs {values['epochs']}: epochs {values['lr_decay_epochs']}")
     config = Config(**values)
     if config.output is None:
         config.output = os.path.join("runs", config.preset)
