@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import keras
@@ -26,7 +27,9 @@ class PCKCallback(keras.callbacks.Callback):
     group go into the epoch's logs (`val_pckh`, `val_pckh_wrist`, ... or
     `val_pck`, ...), so that callbacks after this one in the list
     (checkpoints, early stopping, `CSVLogger`, `TensorBoard`) and the
-    progress bar see them. Put it first in the callback list.
+    progress bar see them. On epochs without an evaluation the entries are
+    NaN (checkpoints skip them; `CSVLogger` needs every column from the first
+    epoch on). Put it first in the callback list.
 
     Args:
         records: the validation people; their `normalizer` is the metric's.
@@ -53,6 +56,7 @@ class PCKCallback(keras.callbacks.Callback):
         self.codec = codec
         self.verbose = verbose
         self.monitor = f"val_{self.metric.lower()}"
+        self.log_keys = [self.monitor] + [f"{self.monitor}_{group.lower()}" for group in records.spec.groups]
         self.last_result: PCKResult | None = None
         self._pose_model = None
         self._batches = None
@@ -75,6 +79,8 @@ class PCKCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         last = self.params.get("epochs") == epoch + 1
         if (epoch + 1) % self.every and not last:
+            if logs is not None:  # NaN, not absent: CSVLogger fixes its columns at the first epoch
+                logs.update({key: math.nan for key in self.log_keys})
             return
         start = time.perf_counter()
         self.last_result = self.evaluate()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def read_log(run):
 def test_a_few_steps_end_to_end(synthetic_dir, tmp_path):
     run = str(tmp_path / "run")
     code = train.main([*TINY_ARGS, "--data-dir", synthetic_dir, "--output", run, "--epochs", "2",
-                       "--steps-per-epoch", "2", "--no-flip-test"])
+                       "--steps-per-epoch", "2", "--eval-every", "1", "--no-flip-test"])
     assert code == 0
     config = json.loads(open(os.path.join(run, "config.json")).read())
     assert config["preset"] == "synthetic-small" and config["filters"] == 8 and config["epochs"] == 2
@@ -129,18 +130,23 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_dir, tmp_path):
 
 @pytest.mark.slow
 def test_loss_goes_down_and_pck_goes_up(synthetic_dir, tmp_path):
-    """A short run that must learn: no augmentation, scored on its own 48 training people."""
+    """A short run that must learn: 8 people, no augmentation, scored on themselves."""
+    import h5py
+
+    small = str(tmp_path / "small.h5")
+    with h5py.File(os.path.join(synthetic_dir, "train.h5")) as source, h5py.File(small, "w") as target:
+        for key in source:
+            target[key] = source[key][:8]
     run = str(tmp_path / "run")
-    code = train.main(["--filters", "16", "--depth", "2", "--stem-filters", "16,16", "--image-size", "64",
-                       "--batch-size", "8", "--data-dir", synthetic_dir, "--output", run, "--no-augment",
-                       "--valid-annotations", os.path.join(synthetic_dir, "train.h5"),
-                       "--train-annotations", os.path.join(synthetic_dir, "train.h5"),
-                       "--image-dir", os.path.join(synthetic_dir, "images"),
-                       "--epochs", "6", "--steps-per-epoch", "12", "--eval-every", "1", "--no-flip-test",
+    code = train.main(["--filters", "32", "--depth", "2", "--stem-filters", "16,32", "--image-size", "64",
+                       "--batch-size", "8", "--output", run, "--no-augment", "--train-annotations", small,
+                       "--valid-annotations", small, "--image-dir", os.path.join(synthetic_dir, "images"),
+                       "--epochs", "8", "--steps-per-epoch", "10", "--eval-every", "2", "--no-flip-test",
                        "--no-evaluate", "--no-export-tflite"])
     assert code == 0
     rows = read_log(run)
     loss = [float(r["loss"]) for r in rows]
-    pckh = [float(r["val_pckh"]) for r in rows]
-    assert loss[-1] < 0.5 * loss[0], loss
-    assert max(pckh[-2:]) > pckh[0] + 15, pckh
+    pckh = [float(r["val_pckh"]) for r in rows if not math.isnan(float(r["val_pckh"]))]
+    assert len(loss) == 8 and len(pckh) == 4
+    assert loss[-1] < 0.2 * loss[0], loss
+    assert pckh[-1] > pckh[0] + 10, pckh  # measured: 0.9 -> 26.8
