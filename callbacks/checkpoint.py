@@ -130,6 +130,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.stateful = dict(stateful or {})
         self.keep = keep
 
+    def on_train_begin(self, logs=None):
+        for stale in glob.glob(os.path.join(self.directory, "epoch-*.partial")):  # left by a kill mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, f"epoch-{epoch + 1:04d}")

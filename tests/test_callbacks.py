@@ -60,6 +60,8 @@ def test_resume_checkpoint_restores_weights_optimizer_and_callback_state(tiny_mo
     os.makedirs(tmp_path / "resume" / "epoch-0003.partial")  # a kill mid-write: ignored
     latest = latest_resume_state(str(tmp_path / "resume"))
     assert latest.endswith("epoch-0002") and sorted(os.listdir(tmp_path / "resume")) == ["epoch-0002", "epoch-0003.partial"]
+    saver.on_train_begin()  # a resumed run clears what a kill left half-written
+    assert sorted(os.listdir(tmp_path / "resume")) == ["epoch-0002"]
 
     fresh = build_stacked_hourglass(2, MPII.num_keypoints, **TINY)
     fresh.compile(keras.optimizers.RMSprop(1e-3), loss=HeatmapMSE())
