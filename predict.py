@@ -38,28 +38,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def crop_predictor(path: str, spec):
-    """`(predict(crops [N, S, S, 3] float32) -> (keypoints in crop pixels, scores), input size, names)`."""
+def load_predictor(path: str, spec):
+    """`(predict(crops, transform) -> (keypoints in original pixels, scores), input size, names)`.
+
+    `crops` are float32 `[N, S, S, 3]` in `[0, 1]`, `transform` the `[N, 2, 3]`
+    maps from crop to original pixels, as in `keras_hourglass.inference`.
+    """
+    from keras_hourglass.transforms import apply_affine
+
     if path.endswith(".tflite"):
         from keras_hourglass.tflite import TFLitePoseModel
 
         model = TFLitePoseModel(path)
         size = tuple(int(v) for v in model.runner.get_input_details()["images"]["shape"][1:3])
 
-        def predict(crops):
+        def predict(crops, transform):
             outputs = model.predict(crops)
-            return outputs["keypoints"], outputs["scores"]
+            return apply_affine(transform, outputs["keypoints"]).numpy(), outputs["scores"]
 
         return predict, size, list(spec.names)
     from keras_hourglass.export import load_pose_model
+    from keras_hourglass.inference import crop_predictor
 
     pose_model = load_pose_model(path, spec.names, spec.flip_index)
-
-    def predict(crops):
-        keypoints, scores = pose_model.codec.decode(pose_model.heatmaps(crops))
-        return keypoints.numpy(), scores.numpy()
-
-    return predict, tuple(pose_model.codec.image_size), pose_model.keypoint_names
+    predict = crop_predictor(pose_model)
+    return (lambda crops, transform: tuple(t.numpy() for t in predict(crops, transform)),
+            tuple(pose_model.codec.image_size), pose_model.keypoint_names)
 
 
 def frames(path: str, every: int = 1):
@@ -101,13 +105,13 @@ def frames(path: str, every: int = 1):
 
 def predict_image(predict, size, image):
     """Keypoints `[K, 2]` in image pixels and scores `[K]` for one person filling `image`."""
-    from keras_hourglass.transforms import SCALE_UNIT, apply_affine, crop_matrix, invert_affine, warp_image
+    from keras_hourglass.transforms import SCALE_UNIT, crop_matrix, invert_affine, warp_image
 
     height, width = image.shape[:2]
     matrix = crop_matrix([(width - 1) / 2, (height - 1) / 2], max(height, width) / SCALE_UNIT, size)
     crop = (warp_image(image, matrix, size) / 255.0).numpy()[None].astype(np.float32)
-    keypoints, scores = predict(crop)
-    return apply_affine(invert_affine(matrix), keypoints[0]).numpy(), np.asarray(scores[0])
+    keypoints, scores = predict(crop, invert_affine(matrix)[None])
+    return np.asarray(keypoints[0]), np.asarray(scores[0])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.every < 1:
         raise ValueError(f"--every must be positive, got {args.every}.")
     spec = get_joint_spec(args.dataset)
-    predict, size, names = crop_predictor(args.model, spec)
+    predict, size, names = load_predictor(args.model, spec)
     if list(names) != list(spec.names):  # a SavedModel of another skeleton: names only, no limbs
         spec = JointSpec("custom", tuple(names))
     os.makedirs(args.output, exist_ok=True)

@@ -322,7 +322,7 @@ def make_callbacks(config: Config, valid, codec, strategy):
                  keras.callbacks.CSVLogger(os.path.join(output, "training_log.csv"), append=True),
                  keras.callbacks.TensorBoard(os.path.join(output, "tensorboard"), write_graph=False),
                  resume]
-    return callbacks, pck, best, resume
+    return callbacks, best, resume
 
 
 def truncate_log(path: str, epochs: int) -> None:
@@ -345,7 +345,7 @@ def train(config: Config) -> dict:
 
     from callbacks import latest_resume_state
     from datasets.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
-    from keras_hourglass import HeatmapCodec
+    from keras_hourglass import HeatmapCodec, stack_outputs
 
     train_records, valid = load_data(config)
     prepare_output(config)
@@ -356,17 +356,16 @@ def train(config: Config) -> dict:
     print(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
     codec = HeatmapCodec((config.image_size, config.image_size), sigma=config.sigma,
                          flip_index=train_records.spec.flip_index, refine=config.refine)
-    num_stacks = config.stacks or _variant_stacks(config.variant)
     steps = config.steps_per_epoch or len(train_records) // config.batch_size
     if steps < 1:
         raise ValueError(f"{train_records.source}: {len(train_records)} people make no full batch of {config.batch_size}.")
-    dataset = build_dataset(train_records, codec, config.batch_size, num_stacks, training=True,
+    with strategy.scope():
+        model = build_model(config, train_records.spec.num_keypoints, steps)
+    dataset = build_dataset(train_records, codec, config.batch_size, len(stack_outputs(model.outputs)), training=True,
                             augmentation=Augmentation() if config.augment else NO_AUGMENTATION, seed=config.seed)
     if config.steps_per_epoch:
         dataset = dataset.repeat()
-    with strategy.scope():
-        model = build_model(config, train_records.spec.num_keypoints, steps)
-    callbacks, pck, best, resume = make_callbacks(config, valid, codec, strategy)
+    callbacks, best, resume = make_callbacks(config, valid, codec, strategy)
     resume.set_model(model)
     initial_epoch = 0
     latest = latest_resume_state(resume.directory)
@@ -380,16 +379,7 @@ def train(config: Config) -> dict:
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     else:
         print(f"{config.output} has finished all {config.epochs} epochs; evaluating and exporting only")
-    return {"model": model, "codec": codec, "valid": valid, "best": best, "pck": pck,
-            "train_seconds": time.perf_counter() - start}
-
-
-def _variant_stacks(variant: str) -> int:
-    from keras_hourglass import VARIANTS
-
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(sorted(VARIANTS))}.")
-    return VARIANTS[variant].get("num_stacks", 1)
+    return {"valid": valid, "best": best, "train_seconds": time.perf_counter() - start}
 
 
 def finish(config: Config, run: dict) -> dict:

@@ -73,6 +73,17 @@ def _check_size(value, argument: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _neighbours(flat, u, v, height, width):
+    """`at(du, dv)`: values of `flat` `[B, K, H * W]` at `(u + du, v + dv)` `[B, K]`, clipped to the map."""
+
+    def at(du, dv):
+        uu = tf.clip_by_value(u + du, 0, width - 1)
+        vv = tf.clip_by_value(v + dv, 0, height - 1)
+        return tf.gather(flat, vv * width + uu, batch_dims=2)
+
+    return at
+
+
 class HeatmapCodec:
     """Encodes keypoints as Gaussian heatmaps and decodes heatmaps to keypoints.
 
@@ -233,11 +244,7 @@ class HeatmapCodec:
         u = index % width
         v = index // width
 
-        def value_at(du, dv):
-            uu = tf.clip_by_value(u + du, 0, width - 1)
-            vv = tf.clip_by_value(v + dv, 0, height - 1)
-            return tf.gather(flat, vv * width + uu, batch_dims=2)
-
+        value_at = _neighbours(flat, u, v, height, width)
         interior = (u > 0) & (u < width - 1) & (v > 0) & (v < height - 1)
         if self.refine == "taylor":
             shift_u, shift_v = self._taylor_step(heatmaps, shape, u, v, interior)
@@ -263,12 +270,7 @@ class HeatmapCodec:
         maps = tf.reshape(heatmaps, tf.concat([[-1], shape[-3:]], 0))  # [B, H, W, K]
         log = tf.math.log(tf.maximum(maps, 1e-10))
         flat = tf.reshape(tf.transpose(log, [0, 3, 1, 2]), [tf.shape(maps)[0], num_keypoints, height * width])
-
-        def at(du, dv):
-            uu = tf.clip_by_value(u + du, 0, width - 1)
-            vv = tf.clip_by_value(v + dv, 0, height - 1)
-            return tf.gather(flat, vv * width + uu, batch_dims=2)
-
+        at = _neighbours(flat, u, v, height, width)
         centre = at(0, 0)
         dx = 0.5 * (at(1, 0) - at(-1, 0))
         dy = 0.5 * (at(0, 1) - at(0, -1))
