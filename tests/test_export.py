@@ -123,3 +123,18 @@ def test_replace_directory_keeps_a_complete_copy(tmp_path):
     # A crash between the two renames leaves only model.old: still found.
     final.rename(tmp_path / "model.old")
     assert complete_directory(str(final)) == str(tmp_path / "model.old")
+
+
+def test_saved_model_cli_runs_the_signature(exported, tmp_path):
+    """The TF1-session loader (saved_model_cli, TensorFlow Serving) finds every variable."""
+    import os
+    import subprocess
+    import sys
+
+    _, _, path, _ = exported
+    np.save(tmp_path / "images.npy", np.zeros((1, 40, 50, 3), np.uint8))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+                             "--inputs", f"images={tmp_path / 'images.npy'}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Result for output key keypoints" in result.stdout
