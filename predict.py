@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video")
     parser.add_argument("--output", required=True, help="folder for keypoints.json and the overlays")
     parser.add_argument("--dataset", default="mpii", choices=("mpii", "flic"),
-                        help="joint names for .keras/.tflite models, which carry none (default mpii)")
+                        help="joint names for a .keras model, which carries none (default mpii)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     return parser.parse_args(argv)
@@ -44,19 +44,6 @@ def load_predictor(path: str, spec):
     `crops` are float32 `[N, S, S, 3]` in `[0, 1]`, `transform` the `[N, 2, 3]`
     maps from crop to original pixels, as in `keras_hourglass.inference`.
     """
-    from keras_hourglass.transforms import apply_affine
-
-    if path.endswith(".tflite"):
-        from keras_hourglass.tflite import TFLitePoseModel
-
-        model = TFLitePoseModel(path)
-        size = tuple(int(v) for v in model.runner.get_input_details()["images"]["shape"][1:3])
-
-        def predict(crops, transform):
-            outputs = model.predict(crops)
-            return apply_affine(transform, outputs["keypoints"]).numpy(), outputs["scores"]
-
-        return predict, size, list(spec.names)
     from keras_hourglass.export import load_pose_model
     from keras_hourglass.inference import crop_predictor
 

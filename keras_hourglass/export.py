@@ -274,12 +274,17 @@ def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], fli
 
 
 def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
-    """Loads a SavedModel written by `export_saved_model`, or a `.keras` file.
+    """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
 
     A `.keras` file carries no joint metadata: `keypoint_names` (and
     `flip_index` for the flip test) must then be given, e.g. from the data
-    set's `JointSpec`. For a SavedModel they come from its metadata.
+    set's `JointSpec`. For a SavedModel or a `.tflite` file they come from
+    its metadata.
     """
+    if str(path).endswith(".tflite"):
+        from keras_hourglass.tflite import load_tflite_pose_model  # tflite imports this module
+
+        return load_tflite_pose_model(path)
     if str(path).endswith(".keras"):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such .keras file.")

@@ -9,30 +9,59 @@ crops the person (centre and scale, see `keras_hourglass.transforms`) and
 maps keypoints back.
 
 Quantization: `float32`, `float16` (weights), `dynamic` (int8 weights,
-float activations) and `int8` (full-integer kernels calibrated on
-`representative_images`, float input and output kept so the app's code is
-the same for every variant).
+float activations) and `int8` (integer kernels with int8 activations,
+calibrated on `representative_images`; float input and output are kept, and
+the few ops without an int8 kernel, the decoding's, stay float, so the app's
+code is the same for every variant).
+
+Every converted file carries its metadata (input size, normalisation,
+keypoint names, codec): see `keras_hourglass.tflite_metadata`.
+`load_tflite_pose_model` reads it and returns the same `PoseModel` as
+`keras_hourglass.export.load_pose_model`, so evaluation and prediction run a
+`.tflite` file through the one inference loop.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
 
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.export import METADATA_FILE, PoseModel
+from keras_hourglass.tflite_metadata import embed_metadata, read_metadata
+
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SIGNATURE = "crops"
 
 
 def convert_saved_model(saved_model_dir: str, output_path: str, quantization: str = "float32",
-                        representative_images: Iterable | None = None) -> str:
-    """Converts the `crops` signature of an exported SavedModel; writes `output_path` atomically."""
+                        representative_images: Iterable | None = None, keep_float_above: float | None = None) -> str:
+    """Converts the `crops` signature of an exported SavedModel; writes `output_path` atomically.
+
+    Args:
+        saved_model_dir: written by `keras_hourglass.export.export_saved_model`.
+        output_path: the `.tflite` file.
+        quantization: one of `QUANTIZATIONS`.
+        representative_images: int8 only: float32 crops `[height, width, 3]`
+            in `[0, 1]` from the training data, to calibrate activation ranges.
+        keep_float_above: int8 only: keep in float the ops that produce or
+            consume an activation whose calibrated range (max - min) exceeds
+            this; `None` quantizes every op that has an int8 kernel. See
+            `_selectively_quantized`.
+    """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}.")
     if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
         raise ValueError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb).")
+    metadata_path = os.path.join(saved_model_dir, METADATA_FILE)
+    if not os.path.isfile(metadata_path):
+        raise ValueError(f"{saved_model_dir}: no {METADATA_FILE}; was it written by keras_hourglass.export_saved_model?")
+    with open(metadata_path) as f:
+        info = json.load(f)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -42,20 +71,91 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
         if representative_images is None:
             raise ValueError("int8 quantization needs representative_images (crops drawn from the training data).")
         images = [np.asarray(image, np.float32) for image in representative_images]
-
-        def representative():
-            for image in images:
-                yield {"images": image[None] if image.ndim == 3 else image}
-
-        converter.representative_dataset = representative
+        images = [image[None] if image.ndim == 3 else image for image in images]
+        if not images:
+            raise ValueError("representative_images is empty.")
+        converter.representative_dataset = lambda: ([image] for image in images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer = converter.convert()
+        converted = _selectively_quantized(converter, images[:1], keep_float_above)
+    else:
+        converted = converter.convert()
+    info = {**info, "quantization": quantization}
+    if quantization == "int8" and keep_float_above is not None:
+        info["int8_keep_float_above"] = float(keep_float_above)
+    flatbuffer = embed_metadata(converted, info, SIGNATURE)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     temporary = output_path + ".partial"
     with open(temporary, "wb") as f:
         f.write(flatbuffer)
     os.replace(temporary, output_path)
     return output_path
+
+
+def _graph(flatbuffer: bytes, signature: str):
+    """`(tensor names, operators as (input indices, output indices), output index by name)` of a converted model."""
+    from keras_hourglass.tflite_metadata import _flatbuffer_utils, _text
+
+    model = _flatbuffer_utils().convert_bytearray_to_object(bytearray(flatbuffer))
+    signature_def = next(s for s in model.signatureDefs if _text(s.signatureKey) == signature)
+    subgraph = model.subgraphs[signature_def.subgraphIndex]
+    names = [_text(t.name) for t in subgraph.tensors]
+    operators = [(list(op.inputs), list(op.outputs)) for op in subgraph.operators]
+    outputs = {_text(t.name): t.tensorIndex for t in signature_def.outputs}
+    return subgraph, names, operators, outputs
+
+
+def _selectively_quantized(converter, debug_images, keep_float_above: float | None) -> bytes:
+    """Full-integer quantization that keeps the codec, and optionally the widest activations, in float.
+
+    The decoding after the heatmaps (argmax, Taylor step, logs and
+    divisions) must stay float: quantized, it moves keypoints by pixels.
+    Every op downstream of the `heatmaps` output is therefore denylisted.
+
+    A trained hourglass's residual streams span wide ranges (the small
+    synthetic model's last stack reaches +-460 with a median magnitude of 5),
+    so one int8 scale per tensor loses the small values. `keep_float_above`
+    keeps in float every op that produces or consumes a tensor whose
+    calibrated range is wider; the ops left in float are what
+    `tf.lite.experimental.QuantizationDebugger`'s selective quantization is
+    for. Calibration runs once; the ranges are read from the calibrated model.
+    """
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: iter([debug_images]))
+    subgraph, names, operators, outputs = _graph(debugger.calibrated_model, SIGNATURE)
+    consumers: dict[int, list] = {}
+    for inputs, results in operators:
+        for index in inputs:
+            consumers.setdefault(index, []).append(results)
+    float_tensors, frontier = set(), [outputs["heatmaps"]]
+    while frontier:  # everything computed from the heatmaps
+        for results in consumers.get(frontier.pop(), []):
+            for index in results:
+                if index not in float_tensors:
+                    float_tensors.add(index)
+                    frontier.append(index)
+    if keep_float_above is not None:
+        for index, tensor in enumerate(subgraph.tensors):
+            quantization = tensor.quantization
+            if quantization is None or quantization.min is None or quantization.max is None:
+                continue
+            if float(np.max(quantization.max) - np.min(quantization.min)) > keep_float_above:
+                float_tensors.add(index)
+                for results in consumers.get(index, []):
+                    float_tensors.update(results)
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=sorted(names[index] for index in float_tensors))
+    return debugger.get_nondebug_quantized_model()
+
+
+def int8_op_share(model_path: str) -> float:
+    """Share of a model's operators that compute in int8 (first output int8), e.g. 0.0 for a float model."""
+    from keras_hourglass.tflite_metadata import _flatbuffer_utils
+
+    with open(model_path, "rb") as f:
+        subgraph = _graph(f.read(), SIGNATURE)[0]
+    int8 = _flatbuffer_utils().schema_fb.TensorType.INT8
+    kinds = [subgraph.tensors[op.outputs[0]].type == int8 for op in subgraph.operators if len(op.outputs)]
+    return float(np.mean(kinds)) if kinds else 0.0
 
 
 def make_interpreter(model_path: str, num_threads: int = 2):
@@ -70,12 +170,16 @@ def make_interpreter(model_path: str, num_threads: int = 2):
 
 
 class TFLitePoseModel:
-    """Runs a converted model: `predict(crops)` returns `{"keypoints", "scores", "heatmaps"}` as arrays."""
+    """Runs a converted model: `predict(crops)` returns `{"keypoints", "scores", "heatmaps"}` as arrays.
+
+    `metadata` is the export metadata embedded at conversion.
+    """
 
     def __init__(self, model_path: str, num_threads: int = 2):
         self.path = model_path
         self.interpreter = make_interpreter(model_path, num_threads)
         self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self.metadata = read_metadata(model_path)
 
     def predict(self, crops) -> dict:
         crops = np.asarray(crops, np.float32)
@@ -83,3 +187,24 @@ class TFLitePoseModel:
             raise ValueError(f"crops must be [N, height, width, 3] float32 in [0, 1], got shape {crops.shape}.")
         outputs = [self.runner(images=crop[None]) for crop in crops]  # the converted graph has batch 1
         return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+
+
+def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
+    """A `PoseModel` whose `heatmaps` runs the `.tflite` file; codec and names from its metadata.
+
+    Keypoints are then decoded by the codec in TensorFlow, from the TFLite
+    heatmaps; the converted graph's own `keypoints` output is the same
+    decoding (tested per quantization), so scores measured this way are what
+    an app gets.
+    """
+    model = TFLitePoseModel(model_path, num_threads)
+    codec = HeatmapCodec.from_config(model.metadata["codec"])
+    names = list(model.metadata["keypoint_names"])
+    heatmap_shape = [None, *codec.heatmap_size, len(names)]
+
+    def heatmaps(images):
+        outputs = tf.numpy_function(lambda crops: model.predict(crops)["heatmaps"], [images], tf.float32,
+                                    stateful=True)
+        return tf.ensure_shape(outputs, heatmap_shape)
+
+    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model)

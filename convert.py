@@ -1,0 +1,181 @@
+"""Converts a trained model to TFLite files and measures each one's parity with the source model.
+
+    python convert.py --model runs/synthetic-small/checkpoints/best --output runs/synthetic-small/tflite \
+        --dataset synthetic --calibration data/synthetic/train.h5 --valid data/synthetic/valid.h5 \
+        --image-dir data/synthetic/images
+
+`--model` is a SavedModel written by training (converted directly) or a
+`.keras` file (first exported to a SavedModel beside the outputs, with the
+joint names of `--dataset`, `--refine` decoding and `--flip-test` in the
+graph). Each `--quantization` (default: all four) becomes
+`model-<quantization>.tflite` with its metadata embedded (see
+`keras_hourglass.tflite_metadata`). `int8` is calibrated on
+`--num-calibration` person crops drawn at random (seed 0) from the
+`--calibration` annotations: the training split, never the one scored.
+
+With `--valid`, the source model and every file are evaluated on that split
+with the data set's standard metric (PCKh@0.5 for MPII and the synthetic set,
+PCK@0.2 for FLIC) through the one inference loop, and the parity table is
+printed and written to `parity.json`: the mean, its drop from the source
+model, and how far the keypoints move from the source model's, in crop
+pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from keras_hourglass.tflite import QUANTIZATIONS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from datasets.loaders import DATASETS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="SavedModel directory or .keras file")
+    parser.add_argument("--output", required=True, help="folder for the .tflite files and parity.json")
+    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS))
+    parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations")
+    parser.add_argument("--calibration", help="training annotations to draw int8 calibration crops from")
+    parser.add_argument("--num-calibration", type=int, default=200, help="calibration crops (default 200)")
+    parser.add_argument("--int8-keep-float-above", type=float, metavar="RANGE",
+                        help="int8: keep in float the ops on activations whose calibrated range exceeds RANGE "
+                             "(default: quantize every op with an int8 kernel)")
+    parser.add_argument("--valid", help="annotations of the split to measure parity on")
+    parser.add_argument("--image-dir", help="folder the annotation files' image names are relative to")
+    parser.add_argument("--split", help="split of a multi-split file (FLIC examples.mat): the same for both")
+    parser.add_argument("--refine", choices=("quarter", "taylor"), default="taylor",
+                        help=".keras only: sub-pixel decoding exported in the graph (default taylor)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=False,
+                        help=".keras only: export the flip test into the graph (twice the cost; default off)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    return parser.parse_args(argv)
+
+
+def source_saved_model(args, records) -> str:
+    """The SavedModel to convert: `--model` itself, or the `.keras` file exported beside the outputs.
+
+    A `.keras` file has no joint names; they come from the data set of the
+    loaded annotations (`records`), or of `--dataset` when none were given.
+    """
+    if not args.model.endswith(".keras"):
+        return args.model
+    from keras_hourglass.joints import get_joint_spec
+
+    spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
+    import keras
+
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.export import export_saved_model, last_output_shape
+
+    if not os.path.isfile(args.model):
+        raise ValueError(f"{args.model}: no such .keras file.")
+    model = keras.saving.load_model(args.model, compile=False)
+    codec = HeatmapCodec(tuple(model.input_shape[1:3]), tuple(last_output_shape(model)[1:3]),
+                         flip_index=spec.flip_index, refine=args.refine)
+    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test)
+
+
+def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
+    """`count` crops of people drawn at random (seed 0) from `records`, as the model sees them."""
+    from datasets.pipeline import build_eval_dataset
+
+    if count < 1:
+        raise ValueError(f"--num-calibration must be positive, got {count}.")
+    rows = np.sort(np.random.default_rng(0).permutation(len(records))[:count])
+    crops = [batch["image"].numpy() for batch in build_eval_dataset(records.select(rows), image_size, batch_size)]
+    return list(np.concatenate(crops))
+
+
+def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray:
+    """Distances `[N, K]` between two predictions, in the model's input (crop) pixels."""
+    from keras_hourglass.transforms import SCALE_UNIT
+
+    pixels_per_crop_pixel = np.asarray(records.scale) * SCALE_UNIT / max(image_size)
+    return np.linalg.norm(keypoints - reference, axis=-1) / pixels_per_crop_pixel[:, None]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from datasets.loaders import load_records
+    from evaluate import run_model, score
+    from keras_hourglass.export import load_pose_model
+    from keras_hourglass.tflite import convert_saved_model, int8_op_share
+
+    if "int8" in args.quantization and not args.calibration:
+        raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
+    calibration = records = None
+    if args.calibration:
+        calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split)
+    if args.valid:
+        records = load_records(args.dataset, args.valid, args.image_dir, args.split)
+    os.makedirs(args.output, exist_ok=True)
+    saved_model = source_saved_model(args, records or calibration)
+    source = load_pose_model(saved_model)
+    image_size = tuple(source.codec.image_size)
+    crops = None
+    if "int8" in args.quantization:
+        crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
+    files = {}
+    for quantization in args.quantization:
+        start = time.perf_counter()
+        path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
+                                   quantization, crops if quantization == "int8" else None,
+                                   args.int8_keep_float_above if quantization == "int8" else None)
+        files[quantization] = path
+        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_op_share(path):.0f}% of "
+              f"ops in int8, {time.perf_counter() - start:.0f} s)", flush=True)
+    report = {"source": args.model, "saved_model": saved_model, "files": files,
+              "int8_keep_float_above": args.int8_keep_float_above,
+              "flip_test_in_graph": source.flip_tested}
+    if records is not None:
+        reference, _ = run_model(source, records, False, args.batch_size, progress=False)
+        base = score(reference, records)[0]
+        report.update(valid=args.valid, metric=f"{base.metric}@{base.threshold:g}", people=len(records))
+        rows = {"source": {"mean": base.mean, "groups": base.groups}}
+        for quantization, path in files.items():
+            keypoints, _ = run_model(load_pose_model(path), records, False, args.batch_size, progress=False)
+            result = score(keypoints, records)[0]
+            distance = crop_pixel_distance(keypoints, reference, records, image_size)
+            rows[quantization] = {"mean": result.mean, "drop": base.mean - result.mean, "groups": result.groups,
+                                  "max_crop_px": float(distance.max()), "mean_crop_px": float(distance.mean()),
+                                  "mib": os.path.getsize(path) / 2**20, "int8_op_share": int8_op_share(path)}
+        report["parity"] = rows
+        print(format_parity(report))
+    with open(os.path.join(args.output, "parity.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def format_parity(report: dict) -> str:
+    lines = [f"{report['valid']}: {report['people']} people, {report['metric']}, "
+             f"flip test {'in the graph' if report['flip_test_in_graph'] else 'off'}",
+             f"{'model':<10}{'MiB':>7}{'int8 ops':>9}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
+             "  (keypoint shift from the source, crop px)"]
+    for name, row in report["parity"].items():
+        if name == "source":
+            lines.append(f"{'source':<10}{'':>16}{row['mean']:>8.2f}")
+        else:
+            lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_op_share']:>8.0f}%{row['mean']:>8.2f}{row['drop']:>7.2f}"
+                         f"{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ValueError as error:
+        print(f"convert.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
