@@ -1,6 +1,6 @@
 """Evaluates a pose model, or a predictions file, with the data set's standard per-joint table.
 
-A model (a SavedModel written by training, or a `.keras` file) on a split:
+A model (a SavedModel written by training, a `.tflite` file converted from one, or a `.keras` file) on a split:
 
     python evaluate.py --model runs/synthetic-small/checkpoints/best \
         --dataset synthetic --annotations data/synthetic/valid.h5 --image-dir data/synthetic/images \
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="SavedModel directory or .keras file to run")
+    source.add_argument("--model", help="SavedModel directory, .tflite or .keras file to run")
     source.add_argument("--predictions", help="HDF5 file with `preds` [N, K, 2] to score")
     parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations (default mpii)")
     parser.add_argument("--annotations", "--ground-truth", dest="annotations", required=True,

@@ -9,10 +9,11 @@ crops the person (centre and scale, see `keras_hourglass.transforms`) and
 maps keypoints back.
 
 Quantization: `float32`, `float16` (weights), `dynamic` (int8 weights,
-float activations) and `int8` (integer kernels with int8 activations,
-calibrated on `representative_images`; float input and output are kept, and
-the few ops without an int8 kernel, the decoding's, stay float, so the app's
-code is the same for every variant).
+float activations) and `int8` (int8 weights and activations, calibrated on
+`representative_images`; the decoding after the heatmaps is kept in float on
+purpose, and optionally the ops on the widest activations too, see
+`_selectively_quantized`). Every variant keeps float input and output, so
+the app's code is the same for all four.
 
 Every converted file carries its metadata (input size, normalisation,
 keypoint names, codec): see `keras_hourglass.tflite_metadata`.
@@ -32,7 +33,7 @@ import tensorflow as tf
 
 from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.export import METADATA_FILE, PoseModel
-from keras_hourglass.tflite_metadata import embed_metadata, read_metadata
+from keras_hourglass.tflite_metadata import as_text, embed_metadata, flatbuffer_utils_module, read_metadata
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SIGNATURE = "crops"
@@ -92,15 +93,13 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
 
 
 def _graph(flatbuffer: bytes, signature: str):
-    """`(tensor names, operators as (input indices, output indices), output index by name)` of a converted model."""
-    from keras_hourglass.tflite_metadata import _flatbuffer_utils, _text
-
-    model = _flatbuffer_utils().convert_bytearray_to_object(bytearray(flatbuffer))
-    signature_def = next(s for s in model.signatureDefs if _text(s.signatureKey) == signature)
+    """`(subgraph, tensor names, operators as (inputs, outputs) index lists, output index by name)` of a signature."""
+    model = flatbuffer_utils_module().convert_bytearray_to_object(bytearray(flatbuffer))
+    signature_def = next(s for s in model.signatureDefs if as_text(s.signatureKey) == signature)
     subgraph = model.subgraphs[signature_def.subgraphIndex]
-    names = [_text(t.name) for t in subgraph.tensors]
+    names = [as_text(t.name) for t in subgraph.tensors]
     operators = [(list(op.inputs), list(op.outputs)) for op in subgraph.operators]
-    outputs = {_text(t.name): t.tensorIndex for t in signature_def.outputs}
+    outputs = {as_text(t.name): t.tensorIndex for t in signature_def.outputs}
     return subgraph, names, operators, outputs
 
 
@@ -149,11 +148,9 @@ def _selectively_quantized(converter, debug_images, keep_float_above: float | No
 
 def int8_op_share(model_path: str) -> float:
     """Share of a model's operators that compute in int8 (first output int8), e.g. 0.0 for a float model."""
-    from keras_hourglass.tflite_metadata import _flatbuffer_utils
-
     with open(model_path, "rb") as f:
         subgraph = _graph(f.read(), SIGNATURE)[0]
-    int8 = _flatbuffer_utils().schema_fb.TensorType.INT8
+    int8 = flatbuffer_utils_module().schema_fb.TensorType.INT8
     kinds = [subgraph.tensors[op.outputs[0]].type == int8 for op in subgraph.operators if len(op.outputs)]
     return float(np.mean(kinds)) if kinds else 0.0
 

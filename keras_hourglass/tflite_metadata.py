@@ -138,7 +138,7 @@ def build_standard_metadata(info: dict, output_names: list[str], description: st
     return bytes(w.builder.Output())
 
 
-def _flatbuffer_utils():
+def flatbuffer_utils_module():
     try:
         from ai_edge_litert.tools import flatbuffer_utils
     except ImportError:
@@ -154,14 +154,14 @@ def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
         info: the export metadata (`keras_hourglass.export.PoseEstimator.metadata()`).
         signature: the converted signature's key.
     """
-    utils = _flatbuffer_utils()
+    utils = flatbuffer_utils_module()
     model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    signature_defs = [s for s in model.signatureDefs or [] if _text(s.signatureKey) == signature]
+    signature_defs = [s for s in model.signatureDefs or [] if as_text(s.signatureKey) == signature]
     if len(signature_defs) != 1:
         raise ValueError(f"the converted model has no signature {signature!r} to describe.")
     signature_def = signature_defs[0]
     subgraph = model.subgraphs[signature_def.subgraphIndex]
-    by_tensor = {t.tensorIndex: _text(t.name) for t in signature_def.outputs}
+    by_tensor = {t.tensorIndex: as_text(t.name) for t in signature_def.outputs}
     output_names = [by_tensor[index] for index in subgraph.outputs]
     height, width = info["input_size"]
     description = (f"Stacked hourglass pose estimator: {len(info['keypoint_names'])} keypoints from a "
@@ -170,7 +170,7 @@ def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
                    f"keypoints come back in crop pixels.")
     entries = {STANDARD_NAME: build_standard_metadata(info, output_names, description),
                JSON_NAME: json.dumps(info).encode()}
-    model.metadata = [m for m in model.metadata or [] if _text(m.name) not in entries]
+    model.metadata = [m for m in model.metadata or [] if as_text(m.name) not in entries]
     for name, data in entries.items():
         buffer = utils.schema_fb.BufferT()
         buffer.data = np.frombuffer(data, np.uint8)
@@ -186,7 +186,7 @@ def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
     return stream.getvalue()
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -4,7 +4,7 @@ import ast
 import pathlib
 
 LIBRARY = pathlib.Path(__file__).resolve().parents[1] / "keras_hourglass"
-SCRIPT_PACKAGES = {"datasets", "callbacks", "train", "evaluate", "predict", "bench", "tests"}
+SCRIPT_PACKAGES = {"datasets", "callbacks", "train", "evaluate", "predict", "convert", "bench", "tests"}
 
 
 def test_library_never_imports_scripts_or_data_code():
