@@ -273,6 +273,16 @@ def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], fli
     return PoseModel(heatmaps, codec, list(keypoint_names), source, owner=model)
 
 
+def read_saved_model_metadata(directory: str, source: str | None = None) -> dict:
+    """The `assets.extra/keras_hourglass.json` of an exported SavedModel; errors name `source` (default `directory`)."""
+    path = os.path.join(directory, METADATA_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{source or directory}: no {METADATA_FILE}; was it written by "
+                         "keras_hourglass.export_saved_model?")
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
     """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
 
@@ -295,11 +305,7 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
     directory = complete_directory(path)
     if directory is None or not os.path.isfile(os.path.join(directory, "saved_model.pb")):
         raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb) or a .keras file.")
-    metadata_path = os.path.join(directory, METADATA_FILE)
-    if not os.path.isfile(metadata_path):
-        raise ValueError(f"{path}: no {METADATA_FILE}; was it written by keras_hourglass.export_saved_model?")
-    with open(metadata_path) as f:
-        metadata = json.load(f)
+    metadata = read_saved_model_metadata(directory, path)
     loaded = tf.saved_model.load(directory)
     return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
                      list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded)

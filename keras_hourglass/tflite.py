@@ -24,7 +24,6 @@ keypoint names, codec): see `keras_hourglass.tflite_metadata`.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterable
 
@@ -32,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import METADATA_FILE, PoseModel
+from keras_hourglass.export import PoseModel, read_saved_model_metadata
 from keras_hourglass.tflite_metadata import as_text, embed_metadata, flatbuffer_utils_module, read_metadata
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -58,11 +57,7 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}.")
     if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
         raise ValueError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb).")
-    metadata_path = os.path.join(saved_model_dir, METADATA_FILE)
-    if not os.path.isfile(metadata_path):
-        raise ValueError(f"{saved_model_dir}: no {METADATA_FILE}; was it written by keras_hourglass.export_saved_model?")
-    with open(metadata_path) as f:
-        info = json.load(f)
+    info = read_saved_model_metadata(saved_model_dir)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
