@@ -12,6 +12,10 @@ graph). Each `--quantization` (default: all four) becomes
 `keras_hourglass.tflite_metadata`). `int8` is calibrated on
 `--num-calibration` person crops drawn at random (seed 0) from the
 `--calibration` annotations: the training split, never the one scored.
+`--equalize` (a `.keras` source) first rescales the network's channels so
+that every activation quantizes better without changing its outputs
+(`keras_hourglass.equalization`); `--int8-keep-float-above` keeps the ops on
+the widest activations in float.
 
 With `--valid`, the source model and every file are evaluated on that split
 with the data set's standard metric (PCKh@0.5 for MPII and the synthetic set,
@@ -48,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8-keep-float-above", type=float, metavar="RANGE",
                         help="int8: keep in float the ops on activations whose calibrated range exceeds RANGE "
                              "(default: quantize every op with an int8 kernel)")
+    parser.add_argument("--equalize", action="store_true",
+                        help=".keras only: equalise per-channel activation ranges first (same outputs; int8 loses "
+                             "less), measured on the calibration crops")
     parser.add_argument("--valid", help="annotations of the split to measure parity on")
     parser.add_argument("--image-dir", help="folder the annotation files' image names are relative to")
     parser.add_argument("--split", help="split of a multi-split file (FLIC examples.mat): the same for both")
@@ -59,28 +66,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def source_saved_model(args, records) -> str:
-    """The SavedModel to convert: `--model` itself, or the `.keras` file exported beside the outputs.
+def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
+    """`(the SavedModel to convert, calibration crops or None)`.
 
-    A `.keras` file has no joint names; they come from the data set of the
-    loaded annotations (`records`), or of `--dataset` when none were given.
+    A SavedModel `--model` is converted as it is. A `.keras` file is
+    equalised if asked (`keras_hourglass.equalization`, on the calibration
+    crops) and exported beside the outputs; it has no joint names, so they
+    come from the data set of the loaded annotations (`records`), or of
+    `--dataset` when none were given.
     """
+    needs_crops = "int8" in args.quantization or args.equalize
     if not args.model.endswith(".keras"):
-        return args.model
-    from keras_hourglass.joints import get_joint_spec
+        if args.equalize:
+            raise ValueError(f"--equalize needs the Keras model (a .keras file); {args.model} is a SavedModel.")
+        crops = None
+        if needs_crops:
+            from keras_hourglass.export import read_saved_model_metadata
 
-    spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
+            size = tuple(read_saved_model_metadata(args.model)["input_size"])
+            crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size)
+        return args.model, crops
     import keras
 
     from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.equalization import equalize_channel_ranges
     from keras_hourglass.export import export_saved_model, last_output_shape
+    from keras_hourglass.joints import get_joint_spec
 
     if not os.path.isfile(args.model):
         raise ValueError(f"{args.model}: no such .keras file.")
+    spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
     model = keras.saving.load_model(args.model, compile=False)
-    codec = HeatmapCodec(tuple(model.input_shape[1:3]), tuple(last_output_shape(model)[1:3]),
-                         flip_index=spec.flip_index, refine=args.refine)
-    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test)
+    size = tuple(model.input_shape[1:3])
+    crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size) if needs_crops else None
+    if args.equalize:
+        print(f"equalised the channel ranges of {equalize_channel_ranges(model, crops, args.batch_size)} "
+              "groups of tensors", flush=True)
+    codec = HeatmapCodec(size, tuple(last_output_shape(model)[1:3]), flip_index=spec.flip_index, refine=args.refine)
+    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test), crops
 
 
 def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
@@ -110,18 +133,17 @@ def run(args: argparse.Namespace) -> dict:
 
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
+    if args.equalize and not args.calibration:
+        raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
     calibration = records = None
     if args.calibration:
         calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split)
     if args.valid:
         records = load_records(args.dataset, args.valid, args.image_dir, args.split)
     os.makedirs(args.output, exist_ok=True)
-    saved_model = source_saved_model(args, records or calibration)
+    saved_model, crops = source_saved_model(args, records or calibration, calibration)
     source = load_pose_model(saved_model)
     image_size = tuple(source.codec.image_size)
-    crops = None
-    if "int8" in args.quantization:
-        crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
     files = {}
     for quantization in args.quantization:
         start = time.perf_counter()
@@ -132,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_op_share(path):.0f}% of "
               f"ops in int8, {time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
-              "int8_keep_float_above": args.int8_keep_float_above,
+              "int8_keep_float_above": args.int8_keep_float_above, "equalized": args.equalize,
               "flip_test_in_graph": source.flip_tested}
     if records is not None:
         reference, _ = run_model(source, records, False, args.batch_size, progress=False)
