@@ -77,8 +77,6 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     """
     needs_crops = "int8" in args.quantization or args.equalize
     if not args.model.endswith(".keras"):
-        if args.equalize:
-            raise ValueError(f"--equalize needs the Keras model (a .keras file); {args.model} is a SavedModel.")
         crops = None
         if needs_crops:
             from keras_hourglass.export import read_saved_model_metadata
@@ -133,6 +131,8 @@ def run(args: argparse.Namespace) -> dict:
 
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
+    if args.equalize and not args.model.endswith(".keras"):
+        raise ValueError(f"--equalize needs the Keras model (a .keras file); {args.model} is a SavedModel.")
     if args.equalize and not args.calibration:
         raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
     calibration = records = None

@@ -90,3 +90,26 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     assert convert.main(["--model", str(tmp_path / "none.keras"), "--output", str(tmp_path),
                          "--quantization", "float32"]) == 2
     assert "none.keras: no such .keras file" in capsys.readouterr().err
+
+
+def test_a_saved_model_from_training_converts_as_it_is(synthetic, tmp_path, capsys):
+    from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
+    from keras_hourglass.export import export_saved_model
+    from keras_hourglass.tflite_metadata import read_metadata
+    from tests.conftest import TINY
+
+    model = build_stacked_hourglass(1, MPII.num_keypoints, **TINY)
+    saved = export_saved_model(model, str(tmp_path / "best"), HeatmapCodec(TINY["image_size"],
+                                                                            flip_index=MPII.flip_index),
+                               MPII.names, flip_test=True)
+    assert convert.main(["--model", saved, "--output", str(tmp_path / "out"), "--quantization", "float32", "int8",
+                         "--dataset", "synthetic", "--calibration", os.path.join(synthetic, "train.h5"),
+                         "--image-dir", os.path.join(synthetic, "images"), "--num-calibration", "8"]) == 0
+    report = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert report["saved_model"] == saved and report["flip_test_in_graph"] is True
+    assert read_metadata(report["files"]["float32"])["flip_test"] is True
+    assert read_metadata(report["files"]["int8"])["quantization"] == "int8"
+    assert not (tmp_path / "out" / "saved_model").exists()  # converted directly, no re-export
+    assert convert.main(["--model", saved, "--output", str(tmp_path / "out"), "--quantization", "float32",
+                         "--equalize", "--calibration", "x.h5"]) == 2
+    assert "--equalize needs the Keras model" in capsys.readouterr().err
