@@ -70,6 +70,11 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
         images = [image[None] if image.ndim == 3 else image for image in images]
         if not images:
             raise ValueError("representative_images is empty.")
+        height, width = info["input_size"]
+        for index, image in enumerate(images):
+            if image.shape != (1, height, width, 3):
+                raise ValueError(f"representative_images[{index}] has shape {image.shape[1:]}; expected crops "
+                                 f"({height}, {width}, 3) in [0, 1], the model's input.")
         converter.representative_dataset = lambda: ([image] for image in images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         converted = _selectively_quantized(converter, images[:1], keep_float_above)

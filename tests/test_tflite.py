@@ -121,6 +121,9 @@ def test_conversion_names_what_is_wrong(saved_model, tmp_path):
         convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int4")
     with pytest.raises(ValueError, match="representative_images"):
         convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int8")
+    with pytest.raises(ValueError, match=r"representative_images\[1\] has shape \(32, 32, 3\); expected crops \(64, 64, 3\)"):
+        convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int8",
+                            representative_images=[np.zeros((64, 64, 3)), np.zeros((32, 32, 3))])
     with pytest.raises(ValueError, match="not a SavedModel"):
         convert_saved_model(str(tmp_path), str(tmp_path / "m.tflite"))
     with pytest.raises(ValueError, match="no such .tflite"):
