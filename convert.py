@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
-    """`(the SavedModel to convert, calibration crops or None)`.
+    """`(the SavedModel to convert, the calibration crops if equalisation drew them, else None)`.
 
     A SavedModel `--model` is converted as it is. A `.keras` file is
     equalised if asked (`keras_hourglass.equalization`, on the calibration
@@ -75,15 +75,8 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     come from the data set of the loaded annotations (`records`), or of
     `--dataset` when none were given.
     """
-    needs_crops = "int8" in args.quantization or args.equalize
     if not args.model.endswith(".keras"):
-        crops = None
-        if needs_crops:
-            from keras_hourglass.export import read_saved_model_metadata
-
-            size = tuple(read_saved_model_metadata(args.model)["input_size"])
-            crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size)
-        return args.model, crops
+        return args.model, None
     import keras
 
     from keras_hourglass.codec import HeatmapCodec
@@ -96,8 +89,9 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
     model = keras.saving.load_model(args.model, compile=False)
     size = tuple(model.input_shape[1:3])
-    crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size) if needs_crops else None
+    crops = None
     if args.equalize:
+        crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size)
         print(f"equalised the channel ranges of {equalize_channel_ranges(model, crops, args.batch_size)} "
               "groups of tensors", flush=True)
     codec = HeatmapCodec(size, tuple(last_output_shape(model)[1:3]), flip_index=spec.flip_index, refine=args.refine)
@@ -144,14 +138,16 @@ def run(args: argparse.Namespace) -> dict:
     saved_model, crops = source_saved_model(args, records or calibration, calibration)
     source = load_pose_model(saved_model)
     image_size = tuple(source.codec.image_size)
-    files = {}
+    if crops is None and "int8" in args.quantization:
+        crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
+    files, int8_shares = {}, {}
     for quantization in args.quantization:
         start = time.perf_counter()
         path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
                                    quantization, crops if quantization == "int8" else None,
                                    args.int8_keep_float_above if quantization == "int8" else None)
-        files[quantization] = path
-        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_op_share(path):.0f}% of "
+        files[quantization], int8_shares[quantization] = path, int8_op_share(path)
+        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.0f}% of "
               f"ops in int8, {time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
               "int8_keep_float_above": args.int8_keep_float_above, "equalized": args.equalize,
@@ -167,7 +163,7 @@ def run(args: argparse.Namespace) -> dict:
             distance = crop_pixel_distance(keypoints, reference, records, image_size)
             rows[quantization] = {"mean": result.mean, "drop": base.mean - result.mean, "groups": result.groups,
                                   "max_crop_px": float(distance.max()), "mean_crop_px": float(distance.mean()),
-                                  "mib": os.path.getsize(path) / 2**20, "int8_op_share": int8_op_share(path)}
+                                  "mib": os.path.getsize(path) / 2**20, "int8_op_share": int8_shares[quantization]}
         report["parity"] = rows
         print(format_parity(report))
     with open(os.path.join(args.output, "parity.json"), "w") as f:

@@ -32,7 +32,13 @@ import tensorflow as tf
 
 from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.export import PoseModel, read_saved_model_metadata
-from keras_hourglass.tflite_metadata import as_text, embed_metadata, flatbuffer_utils_module, read_metadata
+from keras_hourglass.tflite_metadata import (
+    as_text,
+    embed_metadata,
+    flatbuffer_utils_module,
+    read_metadata,
+    signature_subgraph,
+)
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SIGNATURE = "crops"
@@ -95,8 +101,7 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
 def _graph(flatbuffer: bytes, signature: str):
     """`(subgraph, tensor names, operators as (inputs, outputs) index lists, output index by name)` of a signature."""
     model = flatbuffer_utils_module().convert_bytearray_to_object(bytearray(flatbuffer))
-    signature_def = next(s for s in model.signatureDefs if as_text(s.signatureKey) == signature)
-    subgraph = model.subgraphs[signature_def.subgraphIndex]
+    signature_def, subgraph = signature_subgraph(model, signature)
     names = [as_text(t.name) for t in subgraph.tensors]
     operators = [(list(op.inputs), list(op.outputs)) for op in subgraph.operators]
     outputs = {as_text(t.name): t.tensorIndex for t in signature_def.outputs}

@@ -146,6 +146,14 @@ def flatbuffer_utils_module():
     return flatbuffer_utils
 
 
+def signature_subgraph(model, signature: str):
+    """`(signature def, subgraph)` of `signature` in a model object from `flatbuffer_utils`."""
+    signature_defs = [s for s in model.signatureDefs or [] if as_text(s.signatureKey) == signature]
+    if len(signature_defs) != 1:
+        raise ValueError(f"the converted model has no signature {signature!r}.")
+    return signature_defs[0], model.subgraphs[signature_defs[0].subgraphIndex]
+
+
 def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
     """Returns `flatbuffer` with the metadata entries and the associated-file archive added.
 
@@ -156,11 +164,7 @@ def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
     """
     utils = flatbuffer_utils_module()
     model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    signature_defs = [s for s in model.signatureDefs or [] if as_text(s.signatureKey) == signature]
-    if len(signature_defs) != 1:
-        raise ValueError(f"the converted model has no signature {signature!r} to describe.")
-    signature_def = signature_defs[0]
-    subgraph = model.subgraphs[signature_def.subgraphIndex]
+    signature_def, subgraph = signature_subgraph(model, signature)
     by_tensor = {t.tensorIndex: as_text(t.name) for t in signature_def.outputs}
     output_names = [by_tensor[index] for index in subgraph.outputs]
     height, width = info["input_size"]
