@@ -32,9 +32,9 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from datasets.mpii import load_mpii_h5
-    from datasets.pipeline import build_dataset
-    from datasets.synthetic import generate_split
+    from keras_hourglass.data.mpii import load_mpii_h5
+    from keras_hourglass.data.pipeline import build_dataset
+    from keras_hourglass.data.synthetic import generate_split
     from keras_hourglass import MPII, HeatmapCodec
 
     with tempfile.TemporaryDirectory() as folder:

@@ -1,6 +1,4 @@
-"""Keras callbacks for training pose models: the real metric, SavedModel checkpoints, resumable state."""
+"""Where users look for the callbacks: they live in `keras_hourglass.callbacks` (installed with the package)."""
 
-from callbacks.checkpoint import ResumeCheckpoint, SavedModelCheckpoint, latest_resume_state
-from callbacks.pck import PCKCallback
-
-__all__ = ["PCKCallback", "ResumeCheckpoint", "SavedModelCheckpoint", "latest_resume_state"]
+from keras_hourglass.callbacks import *  # noqa: F401,F403
+from keras_hourglass.callbacks import __all__  # noqa: F401

@@ -29,24 +29,32 @@ channel count when the signature is called, before anything runs.
 
 The directory also holds `assets.extra/keras_hourglass.json` (keypoint
 names, flip partners, input size, normalisation, codec settings), which
-`load_pose_model` reads and TensorFlow Serving ignores. Saving writes a
+`read_saved_model_metadata` reads (for `keras_hourglass.pose_model` and the
+TFLite converter) and TensorFlow Serving ignores. Saving writes a
 temporary directory and renames it, so a reader never sees half a model.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
-from typing import Callable, Sequence
+from typing import Sequence
 
 import keras
 import tensorflow as tf
 
 from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.fileio import partial_directory, replace_directory
 from keras_hourglass.model import stack_outputs
-from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT, apply_affine, crop_matrix, invert_affine, warp_image
+from keras_hourglass.transforms import (
+    SCALE_MARGIN,
+    SCALE_UNIT,
+    apply_affine,
+    box_to_center_scale,
+    crop_matrix,
+    invert_affine,
+    warp_image,
+)
 
 METADATA_FILE = os.path.join("assets.extra", "keras_hourglass.json")
 NORMALIZATION = "RGB, float32 pixel / 255 (range [0, 1])"
@@ -152,9 +160,7 @@ class PoseEstimator:
     def _boxes(self, images, boxes):
         images = _checked_images(images, "uint8")
         tf.debugging.assert_equal(tf.shape(boxes)[0], tf.shape(images)[0], message="boxes must have one row per image")
-        center = 0.5 * (boxes[:, :2] + boxes[:, 2:])
-        size = tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=-1)
-        return self._center_scale(images, center, size * SCALE_MARGIN / SCALE_UNIT)
+        return self._center_scale(images, *box_to_center_scale(boxes[:, :2], boxes[:, 2:]))
 
     def _whole_images(self, images):
         images = _checked_images(images, "uint8")
@@ -178,29 +184,6 @@ class PoseEstimator:
         }
 
 
-def replace_directory(temporary: str, final: str) -> None:
-    """Moves a finished directory into place, replacing any old one.
-
-    The old directory is renamed aside first, so at every moment either the
-    old or the new one is complete; `complete_directory` finds it.
-    """
-    previous = final + ".old"
-    if os.path.exists(previous):
-        shutil.rmtree(previous)
-    if os.path.exists(final):
-        os.replace(final, previous)
-    os.replace(temporary, final)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def complete_directory(path: str) -> str | None:
-    """`path`, or the copy `replace_directory` set aside if a crash came between its two renames."""
-    for candidate in (path, path + ".old"):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
-
-
 def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypoint_names: Sequence[str],
                        flip_test: bool = False) -> str:
     """Writes `model` as a servable SavedModel at `path` (replacing one there); returns `path`."""
@@ -213,8 +196,7 @@ def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None
     `extra_files` (`{name: JSON-able}`) go to `assets.extra/` beside the metadata.
     """
     path = os.path.abspath(path)
-    temporary = path + ".partial"
-    shutil.rmtree(temporary, ignore_errors=True)
+    temporary = partial_directory(path)
     estimator.archive.write_out(temporary, verbose=False)
     extra = {os.path.basename(METADATA_FILE): estimator.metadata(), **(extra_files or {})}
     os.makedirs(os.path.join(temporary, os.path.dirname(METADATA_FILE)), exist_ok=True)
@@ -225,54 +207,6 @@ def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None
     return path
 
 
-@dataclasses.dataclass
-class PoseModel:
-    """What inference needs from a trained model, however it was stored.
-
-    Attributes:
-        heatmaps: maps float32 crops `[N, height, width, 3]` in `[0, 1]` to
-            the last stack's heatmaps `[N, h, w, K]`.
-        codec: decodes those heatmaps (its `flip_index` enables the flip test).
-        keypoint_names: one per channel.
-        source: the file or directory it came from.
-        flip_tested: `heatmaps` already averages with the mirror image (a
-            SavedModel exported with the flip test); a flip test on top
-            would give the same heatmaps at twice the cost.
-    """
-
-    heatmaps: Callable
-    codec: HeatmapCodec
-    keypoint_names: list
-    source: str
-    flip_tested: bool = False
-    owner: object = None  # keeps a loaded SavedModel (and so its variables) alive
-
-    @property
-    def num_keypoints(self) -> int:
-        return len(self.keypoint_names)
-
-
-def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], flip_index=None,
-                          codec: HeatmapCodec | None = None, source: str = "<keras model>") -> PoseModel:
-    """A `PoseModel` around an in-memory Keras model; `codec` defaults to the model's sizes."""
-    image_size = tuple(model.input_shape[1:3])
-    heatmap_shape = last_output_shape(model)
-    if codec is None:
-        codec = HeatmapCodec(image_size, heatmap_shape[1:3], flip_index=flip_index)
-    elif tuple(codec.image_size) != image_size or tuple(codec.heatmap_size) != tuple(heatmap_shape[1:3]):
-        raise ValueError(f"{source}: codec sizes {codec.image_size}/{codec.heatmap_size} differ from the model's "
-                         f"{image_size}/{tuple(heatmap_shape[1:3])}.")
-    if len(keypoint_names) != heatmap_shape[-1]:
-        raise ValueError(f"{source}: the model predicts {heatmap_shape[-1]} keypoints but "
-                         f"{len(keypoint_names)} keypoint names were given.")
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.float32)])
-    def heatmaps(images):
-        return tf.cast(stack_outputs(model(images, training=False))[-1], tf.float32)
-
-    return PoseModel(heatmaps, codec, list(keypoint_names), source, owner=model)
-
-
 def read_saved_model_metadata(directory: str, source: str | None = None) -> dict:
     """The `assets.extra/keras_hourglass.json` of an exported SavedModel; errors name `source` (default `directory`)."""
     path = os.path.join(directory, METADATA_FILE)
@@ -281,32 +215,3 @@ def read_saved_model_metadata(directory: str, source: str | None = None) -> dict
                          "keras_hourglass.export_saved_model?")
     with open(path) as f:
         return json.load(f)
-
-
-def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
-    """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
-
-    A `.keras` file carries no joint metadata: `keypoint_names` (and
-    `flip_index` for the flip test) must then be given, e.g. from the data
-    set's `JointSpec`. For a SavedModel or a `.tflite` file they come from
-    its metadata.
-    """
-    if str(path).endswith(".tflite"):
-        from keras_hourglass.tflite import load_tflite_pose_model  # tflite imports this module
-
-        return load_tflite_pose_model(path)
-    if str(path).endswith(".keras"):
-        if not os.path.isfile(path):
-            raise ValueError(f"{path}: no such .keras file.")
-        model = keras.saving.load_model(path, compile=False)
-        if keypoint_names is None:
-            raise ValueError(f"{path}: a .keras file has no keypoint names; pass keypoint_names.")
-        return pose_model_from_keras(model, keypoint_names, flip_index, source=path)
-    directory = complete_directory(path)
-    if directory is None or not os.path.isfile(os.path.join(directory, "saved_model.pb")):
-        raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb) or a .keras file.")
-    metadata = read_saved_model_metadata(directory, path)
-    loaded = tf.saved_model.load(directory)
-    return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
-                     list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded)
-

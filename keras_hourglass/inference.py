@@ -1,10 +1,11 @@
-"""Keypoints for a whole evaluation set: one loop shared by the PCK callback and `evaluate.py`.
+"""Running a `PoseModel`: crops in, keypoints in the original image's pixels out.
 
-The batches are dicts with `image` (crops `[B, height, width, 3]` in
-`[0, 1]`), `transform` (`[B, 2, 3]`, crop pixels -> original image pixels)
-and `index` (the row of each person in the annotation table), as
-`datasets.pipeline.build_eval_dataset` yields them. Keypoints come back in
-original image pixels, rows in annotation order.
+`crop_predictor` is the one step from crops to keypoints (flip test,
+decoding, mapping back); `predict_dataset` runs it over evaluation batches
+(dicts with `image`, crops `[B, height, width, 3]` in `[0, 1]`; `transform`,
+`[B, 2, 3]` crop pixels -> original image pixels; `index`, the row of each
+person in the annotation table, as `keras_hourglass.data.pipeline.build_eval_dataset`
+yields them), and `predict_image` on one whole image.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_hourglass.export import PoseModel
-from keras_hourglass.transforms import apply_affine
+from keras_hourglass.pose_model import PoseModel
+from keras_hourglass.transforms import SCALE_UNIT, apply_affine, crop_matrix, invert_affine, warp_image
 
 
 def crop_predictor(pose_model: PoseModel, flip_test: bool = False):
@@ -40,7 +41,7 @@ def predict_dataset(pose_model: PoseModel, batches, num_examples: int, flip_test
     """Runs the model over evaluation batches.
 
     Args:
-        pose_model: the model (`keras_hourglass.export.PoseModel`).
+        pose_model: the model (`keras_hourglass.pose_model.PoseModel`).
         batches: iterable of dicts with `image`, `transform`, `index`.
         num_examples: rows of the annotation table; every one must be predicted.
         flip_test: average with the mirrored crop's heatmaps.
@@ -64,3 +65,29 @@ def predict_dataset(pose_model: PoseModel, batches, num_examples: int, flip_test
         raise ValueError(f"{int((~seen).sum())} of {num_examples} examples got no prediction; "
                          "the batches do not cover the annotation table.")
     return keypoints, scores
+
+
+def whole_image_crop(image, image_size):
+    """The crop of a person taken to fill `image` (the image padded to a square), as `serving_default` does.
+
+    Args:
+        image: `[height, width, 3]` uint8 RGB.
+        image_size: the model's input `(height, width)`.
+
+    Returns:
+        `(crop [1, *image_size, 3] float32 in [0, 1], transform [1, 2, 3] crop -> image pixels)`.
+    """
+    height, width = image.shape[:2]
+    matrix = crop_matrix([(width - 1) / 2, (height - 1) / 2], max(height, width) / SCALE_UNIT, image_size)
+    crop = (warp_image(image, matrix, image_size) / 255.0).numpy()[None].astype(np.float32)
+    return crop, invert_affine(matrix)[None]
+
+
+def predict_image(predict, image_size, image) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints `[K, 2]` in image pixels and scores `[K]` for one person filling `image`.
+
+    `predict` is a `crop_predictor`.
+    """
+    crop, transform = whole_image_crop(image, image_size)
+    keypoints, scores = predict(crop, transform)
+    return np.asarray(keypoints[0]), np.asarray(scores[0])

@@ -12,7 +12,8 @@ Architecture, following the paper and its reference Torch code
   on the skip path only where input and output widths differ;
 * stem: conv7x7/2 (64) with 3 pixels of zero padding on every side -> BN ->
   ReLU -> residual 64->128 -> max-pool 2 -> residual 128->128 -> residual
-  128->filters. Keras' `padding="same"` would pad a stride-2 conv
+  128->filters (`stem_filters=(64, 128, 128)`; bearpaw/pytorch-pose's
+  `hg` model widens the second residual: `(64, 128, 256)`). Keras' `padding="same"` would pad a stride-2 conv
   asymmetrically (2 pixels before, 3 after), shifting every prediction by
   half an input pixel and breaking weight compatibility with the reference
   checkpoints, hence the explicit `ZeroPadding2D`;
@@ -27,6 +28,9 @@ BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's momentum 0.1), the
 reference checkpoints' settings.
 
 Inputs are RGB images, float32 in `[0, 1]`, `[batch, height, width, 3]`.
+A model whose weights expect another normalisation (pytorch-pose's
+checkpoints subtract the MPII mean colour) carries it inside, as the first
+layer (`input_mean`), so that every model takes the same input.
 Outputs are one heatmap tensor per stack, `[batch, height / 4, width / 4,
 num_keypoints]`, named `heatmaps_stack0`, `heatmaps_stack1`, ...; the last one
 is the final prediction and the others exist for intermediate supervision.
@@ -69,7 +73,7 @@ def _check_even_width(value, argument: str) -> int:
     return int(value)
 
 
-def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem_filters):
+def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean):
     if not _is_positive_int(num_stacks):
         raise ValueError(f"num_stacks must be a positive integer, got {num_stacks!r}.")
     if not _is_positive_int(num_keypoints):
@@ -80,10 +84,21 @@ def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem
     try:
         stem_filters = tuple(stem_filters)
     except TypeError:
-        raise ValueError(f"stem_filters must be a pair of even widths like (64, 128), got {stem_filters!r}.") from None
-    if len(stem_filters) != 2:
-        raise ValueError(f"stem_filters must be a pair of even widths like (64, 128), got {stem_filters!r}.")
+        stem_filters = ()
+    if len(stem_filters) not in (2, 3):
+        raise ValueError(f"stem_filters must be two or three even widths like (64, 128) or (64, 128, 256), "
+                         f"got {stem_filters!r}.")
     stem_filters = tuple(_check_even_width(w, "stem_filters") for w in stem_filters)
+    if len(stem_filters) == 2:
+        stem_filters = (*stem_filters, stem_filters[1])
+    if input_mean is not None:
+        try:
+            input_mean = tuple(float(v) for v in input_mean)
+        except (TypeError, ValueError):
+            input_mean = ()
+        if len(input_mean) != INPUT_CHANNELS:
+            raise ValueError(f"input_mean must be {INPUT_CHANNELS} values (R, G, B in [0, 1]) or None, "
+                             f"got {input_mean!r}.")
     try:
         image_size = tuple(image_size)
     except TypeError:
@@ -98,7 +113,8 @@ def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem
             f"(the stem halves it twice and every hourglass level once more); "
             f"use e.g. image_size={suggestion} or a smaller depth."
         )
-    return int(num_stacks), int(num_keypoints), filters, tuple(int(s) for s in image_size), int(depth), stem_filters
+    return (int(num_stacks), int(num_keypoints), filters, tuple(int(s) for s in image_size), int(depth), stem_filters,
+            input_mean)
 
 
 def _batch_norm(name):
@@ -162,7 +178,8 @@ def build_stacked_hourglass(
     filters: int = 256,
     image_size: tuple[int, int] = (256, 256),
     depth: int = 4,
-    stem_filters: tuple[int, int] = (64, 128),
+    stem_filters: tuple[int, ...] = (64, 128),
+    input_mean: tuple[float, float, float] | None = None,
     name: str = "stacked_hourglass",
 ) -> keras.Model:
     """Builds an uncompiled Stacked Hourglass Network.
@@ -173,8 +190,13 @@ def build_stacked_hourglass(
         filters: width of the hourglasses (even).
         image_size: input `(height, width)`, divisible by `2**(depth + 2)`.
         depth: levels per hourglass (4 in the paper: 64x64 down to 4x4).
-        stem_filters: widths of the 7x7 conv and the first residual of the
-            stem (64 and 128 in the paper).
+        stem_filters: widths of the stem's 7x7 conv, first residual and
+            second residual, `(64, 128, 128)` in the paper and princeton-vl's
+            PyTorch port, `(64, 128, 256)` in bearpaw/pytorch-pose; two values
+            `(a, b)` mean `(a, b, b)`. The third residual widens to `filters`.
+        input_mean: RGB values subtracted from the `[0, 1]` input by the
+            model's first layer (`input_normalization`), for weights trained
+            on mean-subtracted images; None (the default) adds no layer.
         name: model name.
 
     Returns:
@@ -186,18 +208,22 @@ def build_stacked_hourglass(
     Raises:
         ValueError: on an invalid argument, saying what was passed.
     """
-    num_stacks, num_keypoints, filters, image_size, depth, stem_filters = _check_arguments(
-        num_stacks, num_keypoints, filters, image_size, depth, stem_filters
+    num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean = _check_arguments(
+        num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean
     )
     inputs = keras.Input(shape=(*image_size, INPUT_CHANNELS), name="images")
 
-    x = layers.ZeroPadding2D(3, name="stem_pad")(inputs)
+    x = inputs
+    if input_mean is not None:
+        # (x - mean) / sqrt(1): a built-in layer, so the model converts to TFLite as it is.
+        x = layers.Normalization(mean=input_mean, variance=(1.0,) * INPUT_CHANNELS, name="input_normalization")(x)
+    x = layers.ZeroPadding2D(3, name="stem_pad")(x)
     x = layers.Conv2D(stem_filters[0], 7, strides=2, name="stem_conv")(x)
     x = _batch_norm("stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     x = residual(x, stem_filters[1], "stem_res1")
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
-    x = residual(x, stem_filters[1], "stem_res2")
+    x = residual(x, stem_filters[2], "stem_res2")
     x = residual(x, filters, "stem_res3")
 
     outputs = []

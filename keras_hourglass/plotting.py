@@ -4,8 +4,9 @@ Colours and limbs come from the `JointSpec` (left joints and limbs in one
 colour, right in another, the centre line in a third), so the same code draws
 MPII, FLIC or a custom skeleton. Every function draws on an `Axes` or returns
 a `Figure`; `save_figure` writes it (PNG, any matplotlib format) whole, then
-renames it into place. The non-interactive Agg backend is used, so nothing
-here needs a display.
+renames it into place. Figures are made with `matplotlib.figure.Figure`,
+not pyplot: nothing here needs a display or changes the caller's backend (a
+notebook shows the returned figure as usual).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import csv
 import os
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_hourglass.joints import JointSpec  # noqa: E402
+from keras_hourglass.fileio import atomic_path
+from keras_hourglass.joints import JointSpec
 
 SIDE_COLORS = {"left": "tab:blue", "right": "tab:orange", "centre": "tab:green"}
 TRUTH_COLOR = "white"
@@ -76,7 +75,8 @@ def draw_skeleton(ax, keypoints, spec: JointSpec, scores=None, visible=None, col
 def plot_pose(image, keypoints, spec: JointSpec, scores=None, ground_truth=None, annotated=None,
               title: str | None = None, show_scores: bool = True):
     """One image with the predicted skeleton (and the true one, in white) as a `Figure`."""
-    figure, ax = plt.subplots(figsize=(5, 5))
+    figure = Figure(figsize=(5, 5))
+    ax = figure.subplots()
     _show(ax, image)
     if ground_truth is not None:
         draw_skeleton(ax, ground_truth, spec, visible=annotated, color=TRUTH_COLOR, linewidth=1.0, label="truth")
@@ -95,7 +95,8 @@ def plot_pose_grid(images: Sequence, keypoints, spec: JointSpec, ground_truth=No
         raise ValueError("plot_pose_grid needs at least one image.")
     columns = min(columns, count)
     rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= count:
             ax.axis("off")
@@ -118,7 +119,8 @@ def plot_heatmaps(image, heatmaps, spec: JointSpec, columns: int = 4):
         raise ValueError(f"heatmaps must be [height, width, {spec.num_keypoints}], got {heatmaps.shape}.")
     image = np.asarray(image)
     rows = -(-spec.num_keypoints // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), squeeze=False)
+    figure = Figure(figsize=(2.2 * columns, 2.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)  # heatmap and image share edges
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -155,7 +157,8 @@ def plot_training_curves(log: str | Mapping[str, np.ndarray], title: str | None 
     epochs = columns["epoch"] + 1
     losses = [name for name in columns if name.endswith("loss")]
     metrics = [name for name in columns if name.startswith("val_") and not name.endswith("loss")]
-    figure, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
+    figure = Figure(figsize=(11 if metrics else 6, 4))
+    axes = figure.subplots(1, 2 if metrics else 1, squeeze=False)
     for name in losses:
         axes[0, 0].plot(epochs, columns[name], label=name, linewidth=2 if name == "loss" else 1)
     axes[0, 0].set(xlabel="epoch", ylabel="loss", yscale="log", title="training loss")
@@ -177,7 +180,8 @@ def plot_pck_curves(curves: Mapping[str, tuple], metric: str = "PCK", title: str
     """PCK versus threshold for several runs: `{label: (thresholds, values in %)}`."""
     if not curves:
         raise ValueError("plot_pck_curves needs at least one curve.")
-    figure, ax = plt.subplots(figsize=(5, 4))
+    figure = Figure(figsize=(5, 4))
+    ax = figure.subplots()
     for label, (thresholds, values) in curves.items():
         ax.plot(thresholds, values, label=label)
     ax.set(xlabel="normalised distance threshold", ylabel=f"{metric} (%)", ylim=(0, 100), title=title)
@@ -188,14 +192,9 @@ def plot_pck_curves(curves: Mapping[str, tuple], metric: str = "PCK", title: str
 
 
 def save_figure(figure, path: str, dpi: int = 100) -> str:
-    """Writes the figure to `path` (temporary file, then rename) and closes it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    root, extension = os.path.splitext(path)
-    temporary = f"{root}.partial{extension}"
-    figure.savefig(temporary, dpi=dpi)
-    plt.close(figure)
-    os.replace(temporary, path)
+    """Writes the figure to `path` (temporary file, then rename); returns `path`."""
+    with atomic_path(path, keep_extension=True) as temporary:
+        figure.savefig(temporary, dpi=dpi)
     return path
 
 

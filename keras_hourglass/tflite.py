@@ -17,9 +17,9 @@ the app's code is the same for all four.
 
 Every converted file carries its metadata (input size, normalisation,
 keypoint names, codec): see `keras_hourglass.tflite_metadata`.
-`load_tflite_pose_model` reads it and returns the same `PoseModel` as
-`keras_hourglass.export.load_pose_model`, so evaluation and prediction run a
-`.tflite` file through the one inference loop.
+`TFLitePoseModel` runs a file; `keras_hourglass.pose_model.load_pose_model`
+wraps it in the same `PoseModel` as the other formats, so evaluation and
+prediction run a `.tflite` file through the one inference loop.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import PoseModel, read_saved_model_metadata
+from keras_hourglass.export import read_saved_model_metadata
+from keras_hourglass.fileio import write_bytes
 from keras_hourglass.tflite_metadata import (
     as_text,
     embed_metadata,
@@ -90,12 +90,7 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
     if quantization == "int8" and keep_float_above is not None:
         info["int8_keep_float_above"] = float(keep_float_above)
     flatbuffer = embed_metadata(converted, info, SIGNATURE)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    temporary = output_path + ".partial"
-    with open(temporary, "wb") as f:
-        f.write(flatbuffer)
-    os.replace(temporary, output_path)
-    return output_path
+    return write_bytes(output_path, flatbuffer)
 
 
 def _graph(flatbuffer: bytes, signature: str):
@@ -189,24 +184,3 @@ class TFLitePoseModel:
             raise ValueError(f"crops must be [N, height, width, 3] float32 in [0, 1], got shape {crops.shape}.")
         outputs = [self.runner(images=crop[None]) for crop in crops]  # the converted graph has batch 1
         return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
-
-
-def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
-    """A `PoseModel` whose `heatmaps` runs the `.tflite` file; codec and names from its metadata.
-
-    Keypoints are then decoded by the codec in TensorFlow, from the TFLite
-    heatmaps; the converted graph's own `keypoints` output is the same
-    decoding (tested per quantization), so scores measured this way are what
-    an app gets.
-    """
-    model = TFLitePoseModel(model_path, num_threads)
-    codec = HeatmapCodec.from_config(model.metadata["codec"])
-    names = list(model.metadata["keypoint_names"])
-    heatmap_shape = [None, *codec.heatmap_size, len(names)]
-
-    def heatmaps(images):
-        outputs = tf.numpy_function(lambda crops: model.predict(crops)["heatmaps"], [images], tf.float32,
-                                    stateful=True)
-        return tf.ensure_shape(outputs, heatmap_shape)
-
-    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model)

@@ -19,11 +19,33 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 SCALE_UNIT = 200.0  # pixels per unit of scale (MPII convention)
 # The usual margin around a person's tight box (pose-hg-train, HRNet): scale = 1.25 x size / 200.
 SCALE_MARGIN = 1.25
+
+
+def box_to_center_scale(top_left, bottom_right, margin: float = SCALE_MARGIN):
+    """The crop of a person box: centre `[..., 2]` and scale `[...]` in units of `SCALE_UNIT` pixels.
+
+    The one place where a box becomes a crop, for the loaders (NumPy) and the
+    serving signatures (TensorFlow; the result has the type of the input).
+
+    Args:
+        top_left: `[..., 2]` `(x, y)` of the box's first corner, pixel-centre
+            coordinates (a box from pixel edges, like COCO's, is shifted by
+            -0.5 first).
+        bottom_right: `[..., 2]` the opposite corner.
+        margin: the box's longer side is multiplied by this (the usual 1.25).
+
+    Returns:
+        `(center, scale)`: the box's midpoint and `margin x longer side / 200`.
+    """
+    maximum = tf.maximum if tf.is_tensor(top_left) or tf.is_tensor(bottom_right) else np.maximum
+    extent = bottom_right - top_left
+    return 0.5 * (top_left + bottom_right), maximum(extent[..., 0], extent[..., 1]) * margin / SCALE_UNIT
 
 
 def crop_matrix(center, scale, output_size, rotation=0.0, flip=False):

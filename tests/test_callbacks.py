@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint, latest_resume_state
-from datasets.records import PoseRecords
+from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint, latest_resume_state
+from keras_hourglass.data.records import PoseRecords
 from keras_hourglass import MPII, HeatmapCodec, HeatmapMSE, build_stacked_hourglass
 from keras_hourglass.joints import JointSpec
 from tests.conftest import TINY

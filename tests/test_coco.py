@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from datasets.coco import infer_flip_partners, load_coco
+from keras_hourglass.data.coco import infer_flip_partners, load_coco
 
 NAMES = ["nose", "left_eye", "right_eye", "left_wrist", "right_wrist"]
 

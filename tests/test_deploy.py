@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-import convert
+from keras_hourglass.cli import convert
 from tests.conftest import ROOT
 
 FIXTURE = str(ROOT / "tests" / "data" / "synthetic_small.keras")
@@ -21,7 +21,7 @@ FIXTURE = str(ROOT / "tests" / "data" / "synthetic_small.keras")
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from datasets.synthetic import generate_split
+    from keras_hourglass.data.synthetic import generate_split
 
     folder = str(tmp_path_factory.mktemp("synthetic"))
     generate_split(folder, "valid", 200)  # the demo's validation split: images are seeded per index
@@ -69,7 +69,7 @@ def test_equalised_channel_ranges_lose_less_in_int8(synthetic, tmp_path):
 @pytest.mark.slow
 def test_in_graph_decoding_equals_the_codec_on_the_tflite_heatmaps(synthetic, tmp_path):
     """The app reads `keypoints` from the file; evaluation decodes its `heatmaps`: they must agree."""
-    from datasets.loaders import load_records
+    from keras_hourglass.data.loaders import load_records
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.tflite import TFLitePoseModel
 

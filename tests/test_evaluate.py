@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-import evaluate
+from keras_hourglass.cli import evaluate
 from tests.test_metrics import PUBLISHED_HG8
 
 

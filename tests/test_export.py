@@ -5,14 +5,8 @@ import pytest
 import tensorflow as tf
 
 from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
-from keras_hourglass.export import (
-    METADATA_FILE,
-    PoseEstimator,
-    complete_directory,
-    export_saved_model,
-    load_pose_model,
-    replace_directory,
-)
+from keras_hourglass.export import METADATA_FILE, PoseEstimator, export_saved_model
+from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from tests.conftest import TINY
 
@@ -30,10 +24,13 @@ def test_crops_signature_equals_the_keras_model(exported):
     crops = np.random.default_rng(0).uniform(0, 1, (3, 64, 64, 3)).astype(np.float32)
     outputs = loaded.signatures["crops"](images=tf.constant(crops))
     expected = model(crops, training=False)[-1]
-    np.testing.assert_allclose(outputs["heatmaps"], expected, atol=1e-5)
+    # The SavedModel and the eager model run the same float32 graph with different kernels: equal to
+    # a millionth of the heatmaps' range (CPU-dependent rounding), keypoints to a ten-thousandth of a pixel.
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(outputs["heatmaps"], expected, rtol=0, atol=1e-6 * scale)
     keypoints, scores = codec.decode(expected)
     np.testing.assert_allclose(outputs["keypoints"], keypoints, atol=1e-4)
-    np.testing.assert_allclose(outputs["scores"], scores, rtol=1e-5)
+    np.testing.assert_allclose(outputs["scores"], scores, rtol=0, atol=1e-6 * scale)
 
 
 def test_serving_default_crops_the_whole_image_and_maps_back(exported):
@@ -110,19 +107,6 @@ def test_load_pose_model_names_what_is_wrong(tmp_path):
         load_pose_model(str(tmp_path))
     with pytest.raises(ValueError, match="no such .keras file"):
         load_pose_model(str(tmp_path / "missing.keras"))
-
-
-def test_replace_directory_keeps_a_complete_copy(tmp_path):
-    final, new = tmp_path / "model", tmp_path / "model.partial"
-    final.mkdir()
-    (final / "v").write_text("old")
-    new.mkdir()
-    (new / "v").write_text("new")
-    replace_directory(str(new), str(final))
-    assert (final / "v").read_text() == "new" and not (tmp_path / "model.old").exists()
-    # A crash between the two renames leaves only model.old: still found.
-    final.rename(tmp_path / "model.old")
-    assert complete_directory(str(final)) == str(tmp_path / "model.old")
 
 
 def test_saved_model_cli_runs_the_signature(exported, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from datasets.flic import MODEC_COLUMNS, load_flic_h5, load_flic_mat, to_observer_centric
+from keras_hourglass.data.flic import MODEC_COLUMNS, load_flic_h5, load_flic_mat, to_observer_centric
 from keras_hourglass.joints import FLIC
 
 

@@ -69,6 +69,30 @@ def test_residual_skip_conv_only_where_widths_differ():
     assert {"stack1_hourglass_down2_pool", "stack1_hourglass_down1_pool", "stack1_hourglass_bottom_res_add"} <= names
 
 
+def test_three_stem_widths_widen_the_second_residual():
+    model = build_stacked_hourglass(1, 2, filters=16, image_size=(64, 64), depth=2, stem_filters=(8, 12, 16))
+    widths = {layer.name: layer.output.shape[-1] for layer in model.layers}
+    assert (widths["stem_conv"], widths["stem_res1_add"], widths["stem_res2_add"], widths["stem_res3_add"]) == (8, 12, 16, 16)
+    assert {"stem_res2_skip"} <= set(widths) and "stem_res3_skip" not in widths  # 12 -> 16, then 16 -> 16
+    same = build_stacked_hourglass(1, 2, filters=16, image_size=(64, 64), depth=2, stem_filters=(8, 12, 12))
+    assert same.count_params() == build_stacked_hourglass(1, 2, filters=16, image_size=(64, 64), depth=2,
+                                                          stem_filters=(8, 12)).count_params()
+
+
+def test_input_mean_is_subtracted_inside_the_model(tmp_path):
+    mean = (0.4404, 0.4440, 0.4327)
+    with_mean = build_stacked_hourglass(1, 2, **TINY, input_mean=mean)
+    plain = build_stacked_hourglass(1, 2, **TINY)
+    plain.set_weights(with_mean.get_weights()[-len(plain.get_weights()):])
+    images = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(with_mean.predict(images, verbose=0), plain.predict(images - np.float32(mean), verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "mean.keras")
+    with_mean.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(images, verbose=0),
+                               with_mean.predict(images, verbose=0), rtol=1e-6, atol=1e-7)
+
+
 def test_keras_file_round_trip(tmp_path):
     model = build_stacked_hourglass(2, 3, **TINY)
     images = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype(np.float32)
@@ -116,7 +140,8 @@ def test_variants():
         (dict(image_size=64), r"image_size must be \(height, width\)"),
         (dict(image_size=(64, 64, 3)), r"image_size must be \(height, width\)"),
         (dict(stem_filters=(8, 9)), "stem_filters must be a positive even integer"),
-        (dict(stem_filters=8), "stem_filters must be a pair"),
+        (dict(stem_filters=8), "stem_filters must be two or three even widths"),
+        (dict(input_mean=(0.5, 0.5)), "input_mean must be 3 values"),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs, message):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from datasets.mpii import load_mpii_h5, load_mpii_json, load_mpii_release, split_by_reference
+from keras_hourglass.data.mpii import load_mpii_h5, load_mpii_json, load_mpii_release, split_by_reference
 from keras_hourglass.joints import MPII
 
 

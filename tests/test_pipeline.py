@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets.pipeline import (
+from keras_hourglass.data.pipeline import (
     NO_AUGMENTATION,
     Augmentation,
     build_dataset,
@@ -13,7 +13,7 @@ from datasets.pipeline import (
     records_dataset,
     sample_augmentation,
 )
-from datasets.records import PoseRecords
+from keras_hourglass.data.records import PoseRecords
 from keras_hourglass.codec import HeatmapCodec, flip_keypoints
 from keras_hourglass.joints import JointSpec
 
@@ -140,8 +140,8 @@ def test_bad_inputs_get_clear_errors(dot_records, tmp_path):
 
 def test_ground_truth_through_crop_codec_and_back_scores_full_marks(tmp_path):
     """Loader -> eval crop -> encode -> decode -> inverse transform -> PCKh: every joint within a quarter heatmap pixel."""
-    from datasets.mpii import load_mpii_h5
-    from datasets.synthetic import generate_split
+    from keras_hourglass.data.mpii import load_mpii_h5
+    from keras_hourglass.data.synthetic import generate_split
     from keras_hourglass.metrics import PCKH_THRESHOLD, evaluate_pck
     from keras_hourglass.transforms import apply_affine
 

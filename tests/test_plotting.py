@@ -39,12 +39,11 @@ def test_pose_figures_are_written(spec, tmp_path):
 
 
 def test_draw_skeleton_checks_the_joint_count():
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    figure, ax = plt.subplots()
+    ax = Figure().subplots()
     with pytest.raises(ValueError, match=r"\(16, 2\)"):
         draw_skeleton(ax, np.zeros((3, 2)), MPII)
-    plt.close(figure)
 
 
 def test_training_curves_from_a_csv_log(tmp_path):

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-import predict
+from keras_hourglass.cli import predict
 from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
 from keras_hourglass.export import export_saved_model
 from keras_hourglass.tflite import convert_saved_model

@@ -3,8 +3,8 @@ import filecmp
 import h5py
 import numpy as np
 
-from datasets.mpii import load_mpii_h5
-from datasets.synthetic import generate
+from keras_hourglass.data.mpii import load_mpii_h5
+from keras_hourglass.data.synthetic import generate
 from keras_hourglass.metrics import PCKH_THRESHOLD, evaluate_pck
 
 

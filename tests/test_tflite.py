@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
-from keras_hourglass.export import export_saved_model, load_pose_model
+from keras_hourglass.export import export_saved_model
+from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_op_share
 from keras_hourglass.tflite_metadata import FILE_IDENTIFIER, JSON_FILE, LABELS_FILE, read_metadata
 from tests.conftest import TINY

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import train
+from keras_hourglass.cli import train
 from tests.conftest import ROOT
 
 TINY_ARGS = ["--filters", "8", "--depth", "2", "--stem-filters", "8,8", "--image-size", "64", "--batch-size", "8"]
@@ -19,7 +19,7 @@ TINY_ARGS = ["--filters", "8", "--depth", "2", "--stem-filters", "8,8", "--image
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
-    from datasets.synthetic import generate
+    from keras_hourglass.data.synthetic import generate
 
     folder = tmp_path_factory.mktemp("synthetic")
     generate(str(folder), num_train=48, num_valid=16, image_size=(96, 96))
@@ -91,7 +91,8 @@ def test_a_changed_configuration_is_refused(synthetic_dir, tmp_path, capsys):
      "/no/such/train.h5: annotation file not found"),
     (["--dataset", "mpii"], "--train-annotations is required"),
     (["--lr-decay-epochs", "5,x"], "--lr-decay-epochs must be comma-separated integers"),
-    (["--stem-filters", "8"], "--stem-filters must be two"),
+    (["--stem-filters", "8"], "--stem-filters must be two or three comma-separated widths"),
+    (["--epochs", "x"], "--epochs must be an integer, got 'x'"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path):
     code = train.main([*argv, "--output", str(tmp_path / "run")])
@@ -100,7 +101,7 @@ def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path):
 
 
 def test_a_model_with_other_keypoints_is_refused_by_evaluate(synthetic_dir, tmp_path, capsys):
-    import evaluate
+    from keras_hourglass.cli import evaluate
     from keras_hourglass import build_stacked_hourglass
     from tests.conftest import TINY
 

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.records import PoseRecords, join_image_dir
+from keras_hourglass.data.records import PoseRecords, join_image_dir
 from keras_hourglass.joints import JointSpec
-from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
+from keras_hourglass.transforms import box_to_center_scale
 
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
 
@@ -107,9 +107,10 @@ def load_coco(
             raise ValueError(f"{where}: bbox must be [x, y, width, height] with positive size, got {bbox.tolist()}.")
         if annotation.get("image_id") not in images:
             raise ValueError(f"{where}: image_id {annotation.get('image_id')} is not in images.")
-        size = max(bbox[2], bbox[3])
+        top_left = bbox[:2] - 0.5  # COCO boxes run from pixel edges; ours are pixel centres
+        center, scale = box_to_center_scale(top_left, top_left + bbox[2:])
         if pair is None:
-            normalizer = size
+            normalizer = max(bbox[2], bbox[3])
         elif labelled[pair].all():
             normalizer = np.linalg.norm(values[pair[0], :2] - values[pair[1], :2])
         else:
@@ -118,8 +119,8 @@ def load_coco(
         columns["keypoints"].append(np.where(labelled[:, None], values[:, :2], 0))
         columns["annotated"].append(labelled)
         columns["visible"].append(values[:, 2] > 1)
-        columns["center"].append(bbox[:2] + bbox[2:] / 2 - 0.5)  # pixel-centre convention
-        columns["scale"].append(size / SCALE_UNIT * SCALE_MARGIN)
+        columns["center"].append(center)
+        columns["scale"].append(scale)
         columns["normalizer"].append(normalizer)
         columns["id"].append(f"annotation {annotation.get('id')}")
     names = columns.pop("image")

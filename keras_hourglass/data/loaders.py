@@ -1,17 +1,17 @@
-"""One entry point from (data set, annotation file) to `PoseRecords`, for the scripts.
+"""One entry point from (data set, annotation file) to `PoseRecords`.
 
 The loader is chosen by the data set and the file's extension:
 
 | data set    | file                     | loader                                   |
 | ----------- | ------------------------ | ---------------------------------------- |
-| `mpii`      | `.h5`                    | `datasets.mpii.load_mpii_h5`             |
-| `mpii`      | `.json`                  | `datasets.mpii.load_mpii_json`           |
-| `mpii`      | `.mat` (official release)| `datasets.mpii.load_mpii_release`        |
-| `mpii`      | `detections_our_format.mat` | `datasets.mpii.load_mpii_detections` (scoring only) |
-| `flic`      | `.h5`                    | `datasets.flic.load_flic_h5`             |
-| `flic`      | `.mat` (`examples.mat`)  | `datasets.flic.load_flic_mat`            |
-| `coco`      | `.json` (COCO keypoints) | `datasets.coco.load_coco`                |
-| `synthetic` | `.h5` (MPII layout)      | `datasets.mpii.load_mpii_h5`             |
+| `mpii`      | `.h5`                    | `keras_hourglass.data.mpii.load_mpii_h5`             |
+| `mpii`      | `.json`                  | `keras_hourglass.data.mpii.load_mpii_json`           |
+| `mpii`      | `.mat` (official release)| `keras_hourglass.data.mpii.load_mpii_release`        |
+| `mpii`      | `detections_our_format.mat` | `keras_hourglass.data.mpii.load_mpii_detections` (scoring only) |
+| `flic`      | `.h5`                    | `keras_hourglass.data.flic.load_flic_h5`             |
+| `flic`      | `.mat` (`examples.mat`)  | `keras_hourglass.data.flic.load_flic_mat`            |
+| `coco`      | `.json` (COCO keypoints) | `keras_hourglass.data.coco.load_coco`                |
+| `synthetic` | `.h5` (MPII layout)      | `keras_hourglass.data.mpii.load_mpii_h5`             |
 
 `split` picks the rows of files that hold several splits: `train` or `test`
 (FLIC's `examples.mat`), `train` (the MPII release's training people).
@@ -23,10 +23,10 @@ import os
 
 import scipy.io
 
-from datasets.coco import load_coco
-from datasets.flic import load_flic_h5, load_flic_mat
-from datasets.mpii import load_mpii_detections, load_mpii_h5, load_mpii_json, load_mpii_release
-from datasets.records import PoseRecords
+from keras_hourglass.data.coco import load_coco
+from keras_hourglass.data.flic import load_flic_h5, load_flic_mat
+from keras_hourglass.data.mpii import load_mpii_detections, load_mpii_h5, load_mpii_json, load_mpii_release
+from keras_hourglass.data.records import PoseRecords
 
 
 def _mat_fields(path) -> set:

@@ -28,10 +28,10 @@ import os
 import numpy as np
 import scipy.io
 
-from datasets.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
+from keras_hourglass.data.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
-from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
+from keras_hourglass.transforms import SCALE_MARGIN, box_to_center_scale
 
 CENTER_SHIFT = 15.0  # centre y moves down by 15 * raw scale
 
@@ -253,8 +253,9 @@ def load_mpii_detections(path) -> PoseRecords:
     low = np.where(annotated[..., None], keypoints, np.inf).min(1)
     high = np.where(annotated[..., None], keypoints, -np.inf).max(1)
     some = annotated.any(1)
-    center = np.where(some[:, None], (low + high) / 2, 0.0)
-    size = np.where(some, np.maximum(np.where(some[:, None], high - low, 1.0).max(1), 1.0), 1.0)
+    low = np.where(some[:, None], low, -0.5)  # people without a joint get a valid 1-pixel box
+    high = np.where(some[:, None], np.maximum(high, low + 1.0), 0.5)
+    center, scale = box_to_center_scale(low, high)
     return PoseRecords(
         spec=MPII,
         image_path=[""] * len(keypoints),
@@ -262,7 +263,7 @@ def load_mpii_detections(path) -> PoseRecords:
         annotated=annotated,
         visible=annotated,
         center=center,
-        scale=size * SCALE_MARGIN / SCALE_UNIT,
+        scale=scale,
         normalizer=normalizer,
         id=[f"{os.path.basename(path)}:{row}" for row in range(len(keypoints))],
         source=path,

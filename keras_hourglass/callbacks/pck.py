@@ -7,12 +7,11 @@ import time
 
 import keras
 
-from datasets.pipeline import build_eval_dataset
-from datasets.records import PoseRecords
 from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import pose_model_from_keras
-from keras_hourglass.inference import predict_dataset
-from keras_hourglass.metrics import PCKResult, evaluate_pck, log_entries, standard_metric
+from keras_hourglass.data.records import PoseRecords
+from keras_hourglass.evaluation import evaluate_model
+from keras_hourglass.metrics import PCKResult, log_entries, standard_metric
+from keras_hourglass.pose_model import pose_model_from_keras
 
 
 class PCKCallback(keras.callbacks.Callback):
@@ -59,18 +58,15 @@ class PCKCallback(keras.callbacks.Callback):
         self.log_keys = [self.monitor] + [f"{self.monitor}_{group.lower()}" for group in records.spec.groups]
         self.last_result: PCKResult | None = None
         self._pose_model = None
-        self._batches = None
 
     def evaluate(self) -> PCKResult:
-        """Scores the current weights; returns the `PCKResult`."""
+        """Scores the current weights with `keras_hourglass.evaluation.evaluate_model`; returns the table."""
         if self._pose_model is None:
             self._pose_model = pose_model_from_keras(self.model, self.records.spec.names,
                                                      self.records.spec.flip_index, self.codec)
-            self._batches = build_eval_dataset(self.records, self._pose_model.codec.image_size,
-                                               self.batch_size, check_images=False)
-        keypoints, _ = predict_dataset(self._pose_model, self._batches, len(self.records), self.flip_test)
-        return evaluate_pck(keypoints, self.records.keypoints, self.records.annotated, self.records.normalizer,
-                            self.records.spec, self.threshold, self.metric)
+        # The images were checked once, at the start of training.
+        return evaluate_model(self._pose_model, self.records, self.flip_test, self.batch_size, self.threshold,
+                              check_images=False).result
 
     def on_train_begin(self, logs=None):
         self.records.check_images()

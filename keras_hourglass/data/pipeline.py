@@ -32,7 +32,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from datasets.records import PoseRecords
+from keras_hourglass.data.records import PoseRecords
 from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, source_window, warp_image
 

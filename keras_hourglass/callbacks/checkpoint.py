@@ -1,7 +1,7 @@
 """Checkpoints that survive `kill -9`: the best model as a SavedModel, and the state to resume from.
 
 Everything is written into a temporary directory and then renamed into
-place (`keras_hourglass.export.replace_directory`), so a reader or a resumed
+place (`keras_hourglass.fileio.replace_directory`), so a reader or a resumed
 run only ever finds complete checkpoints.
 """
 
@@ -17,7 +17,8 @@ import shutil
 import keras
 
 from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import PoseEstimator, replace_directory, save_estimator
+from keras_hourglass.export import PoseEstimator, save_estimator
+from keras_hourglass.fileio import partial_directory, replace_directory
 
 RESUME_PATTERN = re.compile(r"epoch-(\d{4,})$")
 WEIGHTS_FILE = "model.weights.h5"  # weights and optimizer state (Keras writes both)
@@ -137,9 +138,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, f"epoch-{epoch + 1:04d}")
-        temporary = final + ".partial"
-        shutil.rmtree(temporary, ignore_errors=True)
-        os.makedirs(temporary)
+        temporary = partial_directory(final)
         self.model.save_weights(os.path.join(temporary, WEIGHTS_FILE))
         state = {
             "epoch": epoch + 1,

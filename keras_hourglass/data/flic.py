@@ -26,7 +26,7 @@ import os
 import numpy as np
 import scipy.io
 
-from datasets.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
+from keras_hourglass.data.records import MATLAB_OFFSET, PoseRecords, join_image_dir, read_h5
 from keras_hourglass.joints import FLIC
 from keras_hourglass.metrics import torso_normalizer
 

@@ -10,7 +10,7 @@ an occluder, at a random pose, rotation, size and position.
 Images go to disk as JPEG files and the annotations to `train.h5` and
 `valid.h5` in MPII's HDF5 layout (MATLAB pixels, adjusted centre and scale,
 `normalize` = 0.6 x head-box diagonal, occluded joints `visible = 0`), so
-the default path runs through the real loader `datasets.mpii.load_mpii_h5`.
+the default path runs through the real loader `keras_hourglass.data.mpii.load_mpii_h5`.
 Generation is deterministic for a seed: image `i` of a split depends only on
 `(seed, split, i)`.
 """
@@ -23,10 +23,11 @@ import cv2
 import h5py
 import numpy as np
 
-from datasets.records import MATLAB_OFFSET
+from keras_hourglass.data.records import MATLAB_OFFSET
+from keras_hourglass.fileio import atomic_path
 from keras_hourglass.joints import MPII
 from keras_hourglass.metrics import HEAD_SIZE_FACTOR
-from keras_hourglass.transforms import SCALE_MARGIN, SCALE_UNIT
+from keras_hourglass.transforms import box_to_center_scale
 
 JPEG_QUALITY = 90
 SPLIT_SEEDS = {"train": 0, "valid": 1}
@@ -156,12 +157,12 @@ def generate_split(output_dir, split: str, num_images: int, seed: int = 0, image
         names.append(name)
         parts.append(joints + MATLAB_OFFSET)
         visibles.append(visible)
-        centers.append((low + high) / 2 + MATLAB_OFFSET)
-        scales.append(max(high - low) / SCALE_UNIT * SCALE_MARGIN)
+        center, scale = box_to_center_scale(low, high)
+        centers.append(center + MATLAB_OFFSET)
+        scales.append(scale)
         normalizers.append(HEAD_SIZE_FACTOR * np.linalg.norm(head_box[1] - head_box[0]))
     path = os.path.join(output_dir, f"{split}.h5")
-    temporary = path + ".partial"
-    with h5py.File(temporary, "w") as f:  # written whole, then renamed: never half a file
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
         f["imgname"] = np.asarray(names, dtype="S")
         f["part"] = np.asarray(parts)
         f["visible"] = np.asarray(visibles, np.float64)
@@ -170,7 +171,6 @@ def generate_split(output_dir, split: str, num_images: int, seed: int = 0, image
         f["normalize"] = np.asarray(normalizers)
         f["index"] = np.arange(num_images, dtype=np.float64)
         f["person"] = np.zeros(num_images)
-    os.replace(temporary, path)
     return path
 
 

@@ -1,0 +1,51 @@
+"""The command-line programs: `keras-hourglass COMMAND ...`, and the top-level scripts, which call the same `main`s.
+
+Each command is a module here with `main(argv=None, prog=...)`: it parses
+its flags, runs, and turns a `ValueError` (bad input, named by the code that
+found it) into one line `PROG: error: ...` on standard error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+COMMANDS = {
+    "train": ("keras_hourglass.cli.train", "train a model (default: the synthetic demo)"),
+    "evaluate": ("keras_hourglass.cli.evaluate", "score a model or a predictions file with the standard table"),
+    "predict": ("keras_hourglass.cli.predict", "keypoints and overlays for images, a folder or a video"),
+    "convert": ("keras_hourglass.cli.convert", "TFLite files with metadata and a parity table"),
+}
+
+
+def run_command(prog: str, function: Callable, args) -> int:
+    """Runs `function(args)`; a `ValueError` becomes one line on standard error and exit code 2."""
+    try:
+        function(args)
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: keras-hourglass COMMAND [--help | ARGS ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`keras-hourglass COMMAND ARGS`: dispatches to the command's `main`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"keras-hourglass: error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}.",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.main(rest, prog=f"keras-hourglass {command}")

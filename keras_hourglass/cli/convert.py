@@ -1,0 +1,183 @@
+"""Converts a trained model to TFLite files and measures each one's parity with the source model.
+
+(`keras-hourglass convert`, `python convert.py`.)
+
+    python convert.py --model runs/synthetic-small/checkpoints/best --output runs/synthetic-small/tflite \
+        --dataset synthetic --calibration data/synthetic/train.h5 --valid data/synthetic/valid.h5 \
+        --image-dir data/synthetic/images
+
+`--model` is a SavedModel written by training (converted directly) or a
+`.keras` file (first exported to a SavedModel beside the outputs, with the
+joint names of `--dataset`, `--refine` decoding and `--flip-test` in the
+graph). Each `--quantization` (default: all four) becomes
+`model-<quantization>.tflite` with its metadata embedded (see
+`keras_hourglass.tflite_metadata`). `int8` is calibrated on
+`--num-calibration` person crops drawn at random (seed 0) from the
+`--calibration` annotations: the training split, never the one scored.
+`--equalize` (a `.keras` source) first rescales the network's channels so
+that every activation quantizes better without changing its outputs
+(`keras_hourglass.equalization`); `--int8-keep-float-above` keeps the ops on
+the widest activations in float.
+
+With `--valid`, the source model and every file are evaluated on that split
+with the data set's standard metric (PCKh@0.5 for MPII and the synthetic set,
+PCK@0.2 for FLIC) through the one inference loop, and the parity table is
+printed and written to `parity.json`: the mean, its drop from the source
+model, and how far the keypoints move from the source model's, in crop
+pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_hourglass.cli import run_command
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.data.loaders import DATASETS, load_records
+from keras_hourglass.data.pipeline import build_eval_dataset
+from keras_hourglass.equalization import equalize_channel_ranges
+from keras_hourglass.evaluation import evaluate_model
+from keras_hourglass.export import export_saved_model, last_output_shape
+from keras_hourglass.fileio import write_json
+from keras_hourglass.joints import get_joint_spec
+from keras_hourglass.pose_model import load_pose_model
+from keras_hourglass.tflite import QUANTIZATIONS, convert_saved_model, int8_op_share
+from keras_hourglass.transforms import SCALE_UNIT
+
+
+def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="SavedModel directory or .keras file")
+    parser.add_argument("--output", required=True, help="folder for the .tflite files and parity.json")
+    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS),
+                        help="the variants to write (default: all four)")
+    parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations")
+    parser.add_argument("--calibration", help="training annotations to draw int8 calibration crops from")
+    parser.add_argument("--num-calibration", type=int, default=200, help="calibration crops (default 200)")
+    parser.add_argument("--int8-keep-float-above", type=float, metavar="RANGE",
+                        help="int8: keep in float the ops on activations whose calibrated range exceeds RANGE "
+                             "(default: quantize every op with an int8 kernel)")
+    parser.add_argument("--equalize", action="store_true",
+                        help=".keras only: equalise per-channel activation ranges first (same outputs; int8 loses "
+                             "less), measured on the calibration crops")
+    parser.add_argument("--valid", help="annotations of the split to measure parity on")
+    parser.add_argument("--image-dir", help="folder the annotation files' image names are relative to")
+    parser.add_argument("--split", help="split of a multi-split file (FLIC examples.mat): the same for both")
+    parser.add_argument("--refine", choices=("quarter", "taylor"), default="taylor",
+                        help=".keras only: sub-pixel decoding exported in the graph (default taylor)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=False,
+                        help=".keras only: export the flip test into the graph (twice the cost; default off)")
+    parser.add_argument("--batch-size", type=int, default=16, help="crops per batch (default 16)")
+    return parser
+
+
+def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
+    """`(the SavedModel to convert, the calibration crops if equalisation drew them, else None)`.
+
+    A SavedModel `--model` is converted as it is. A `.keras` file is
+    equalised if asked (`keras_hourglass.equalization`, on the calibration
+    crops) and exported beside the outputs; it has no joint names, so they
+    come from the data set of the loaded annotations (`records`), or of
+    `--dataset` when none were given.
+    """
+    if not args.model.endswith(".keras"):
+        return args.model, None
+    if not os.path.isfile(args.model):
+        raise ValueError(f"{args.model}: no such .keras file.")
+    spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
+    model = keras.saving.load_model(args.model, compile=False)
+    size = tuple(model.input_shape[1:3])
+    crops = None
+    if args.equalize:
+        crops = calibration_crops(calibration, size, args.num_calibration, args.batch_size)
+        print(f"equalised the channel ranges of {equalize_channel_ranges(model, crops, args.batch_size)} "
+              "groups of tensors", flush=True)
+    codec = HeatmapCodec(size, tuple(last_output_shape(model)[1:3]), flip_index=spec.flip_index, refine=args.refine)
+    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test), crops
+
+
+def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
+    """`count` crops of people drawn at random (seed 0) from `records`, as the model sees them."""
+    if count < 1:
+        raise ValueError(f"--num-calibration must be positive, got {count}.")
+    rows = np.sort(np.random.default_rng(0).permutation(len(records))[:count])
+    crops = [batch["image"].numpy() for batch in build_eval_dataset(records.select(rows), image_size, batch_size)]
+    return list(np.concatenate(crops))
+
+
+def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray:
+    """Distances `[N, K]` between two predictions, in the model's input (crop) pixels."""
+    pixels_per_crop_pixel = np.asarray(records.scale) * SCALE_UNIT / max(image_size)
+    return np.linalg.norm(keypoints - reference, axis=-1) / pixels_per_crop_pixel[:, None]
+
+
+def run(args: argparse.Namespace) -> dict:
+    if "int8" in args.quantization and not args.calibration:
+        raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
+    if args.equalize and not args.model.endswith(".keras"):
+        raise ValueError(f"--equalize needs the Keras model (a .keras file); {args.model} is a SavedModel.")
+    if args.equalize and not args.calibration:
+        raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
+    calibration = records = None
+    if args.calibration:
+        calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split)
+    if args.valid:
+        records = load_records(args.dataset, args.valid, args.image_dir, args.split)
+    os.makedirs(args.output, exist_ok=True)
+    saved_model, crops = source_saved_model(args, records or calibration, calibration)
+    source = load_pose_model(saved_model)
+    image_size = tuple(source.codec.image_size)
+    if crops is None and "int8" in args.quantization:
+        crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
+    files, int8_shares = {}, {}
+    for quantization in args.quantization:
+        start = time.perf_counter()
+        path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
+                                   quantization, crops if quantization == "int8" else None,
+                                   args.int8_keep_float_above if quantization == "int8" else None)
+        files[quantization], int8_shares[quantization] = path, int8_op_share(path)
+        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.0f}% of "
+              f"ops in int8, {time.perf_counter() - start:.0f} s)", flush=True)
+    report = {"source": args.model, "saved_model": saved_model, "files": files,
+              "int8_keep_float_above": args.int8_keep_float_above, "equalized": args.equalize,
+              "flip_test_in_graph": source.flip_tested}
+    if records is not None:
+        reference = evaluate_model(source, records, False, args.batch_size)
+        base = reference.result
+        report.update(valid=args.valid, metric=f"{base.metric}@{base.threshold:g}", people=len(records))
+        rows = {"source": {"mean": base.mean, "groups": base.groups}}
+        for quantization, path in files.items():
+            evaluation = evaluate_model(load_pose_model(path), records, False, args.batch_size, check_images=False)
+            result = evaluation.result
+            distance = crop_pixel_distance(evaluation.keypoints, reference.keypoints, records, image_size)
+            rows[quantization] = {"mean": result.mean, "drop": base.mean - result.mean, "groups": result.groups,
+                                  "max_crop_px": float(distance.max()), "mean_crop_px": float(distance.mean()),
+                                  "mib": os.path.getsize(path) / 2**20, "int8_op_share": int8_shares[quantization]}
+        report["parity"] = rows
+        print(format_parity(report))
+    write_json(os.path.join(args.output, "parity.json"), report)
+    return report
+
+
+def format_parity(report: dict) -> str:
+    lines = [f"{report['valid']}: {report['people']} people, {report['metric']}, "
+             f"flip test {'in the graph' if report['flip_test_in_graph'] else 'off'}",
+             f"{'model':<10}{'MiB':>7}{'int8 ops':>9}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
+             "  (keypoint shift from the source, crop px)"]
+    for name, row in report["parity"].items():
+        if name == "source":
+            lines.append(f"{'source':<10}{'':>16}{row['mean']:>8.2f}")
+        else:
+            lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_op_share']:>8.0f}%{row['mean']:>8.2f}{row['drop']:>7.2f}"
+                         f"{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None, prog: str = "convert.py") -> int:
+    return run_command(prog, run, build_parser(prog).parse_args(argv))

@@ -1,0 +1,95 @@
+"""Evaluates a pose model, or a predictions file, with the data set's standard per-joint table.
+
+(`keras-hourglass evaluate`, `python evaluate.py`; the chain is `keras_hourglass.evaluation`.)
+
+A model (a SavedModel written by training, a `.tflite` file converted from one, or a `.keras` file) on a split:
+
+    python evaluate.py --model runs/synthetic-small/checkpoints/best \
+        --dataset synthetic --annotations data/synthetic/valid.h5 --image-dir data/synthetic/images \
+        --output runs/synthetic-small/eval
+
+A predictions file against ground truth (the published MPII table):
+
+    python evaluate.py --predictions ../shared/data/mpii/valid-preds-hg8.h5 \
+        --ground-truth ../shared/data/mpii/detections_our_format.mat
+
+Prints the table (PCKh@0.5 for MPII, PCK@0.2 by torso for FLIC, PCK@0.2 of
+the file's normaliser otherwise), and with `--output DIR` writes
+`predictions.h5` (`preds` `[N, K, 2]` in the annotation file's own pixel
+convention, rows in the annotation's order, as `valid-preds-hg8.h5`; plus
+`scores`), `metrics.json`, `pck_curve.png` and `predictions.png` (a grid of
+people with predicted and true skeletons). `--json FILE` writes the metrics
+JSON alone.
+
+Prediction files are read in the annotation file's convention: MATLAB's
+1-based pixels for MPII and FLIC files (1 is subtracted from both sides
+before comparing, which changes nothing), 0-based for COCO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from keras_hourglass.cli import run_command
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.data.loaders import DATASETS, load_records
+from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
+from keras_hourglass.fileio import write_json
+from keras_hourglass.metrics import CURVE_THRESHOLDS
+from keras_hourglass.pose_model import load_pose_model
+
+
+def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="SavedModel directory, .tflite or .keras file to run")
+    source.add_argument("--predictions", help="HDF5 file with `preds` [N, K, 2] to score")
+    parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations (default mpii)")
+    parser.add_argument("--annotations", "--ground-truth", dest="annotations", required=True,
+                        help="annotation file of the split (.h5, .json, .mat)")
+    parser.add_argument("--image-dir", help="folder of the images (needed with --model)")
+    parser.add_argument("--split", help="split of a multi-split file (FLIC examples.mat: train/test)")
+    parser.add_argument("--normalizer-joints", help="COCO: two joint names whose distance normalises PCK, 'a,b'")
+    parser.add_argument("--threshold", type=float, help="PCK threshold (default: the data set's standard one)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="average with the mirrored image's heatmaps (default on)")
+    parser.add_argument("--refine", choices=("quarter", "taylor"),
+                        help="sub-pixel decoding (default: the model's; the reference's quarter shift for .keras)")
+    parser.add_argument("--batch-size", type=int, default=16, help="crops per batch (default 16)")
+    parser.add_argument("--output", help="folder for predictions.h5, metrics.json and plots")
+    parser.add_argument("--json", help="write the metrics JSON here")
+    parser.add_argument("--num-plot", type=int, default=12, help="people in the predictions grid")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    normalizer_joints = args.normalizer_joints.split(",") if args.normalizer_joints else None
+    records = load_records(args.dataset, args.annotations, args.image_dir, args.split, normalizer_joints)
+    if args.model:
+        pose_model = load_pose_model(args.model, records.spec.names, records.spec.flip_index)
+        if args.refine:
+            pose_model.codec = HeatmapCodec.from_config({**pose_model.codec.get_config(), "refine": args.refine})
+        evaluation = evaluate_model(pose_model, records, args.flip_test, args.batch_size, args.threshold,
+                                    progress=not args.quiet)
+        label = os.path.basename(os.path.normpath(args.model))
+    else:
+        evaluation = evaluate_predictions(read_predictions(args.predictions, records), records, args.threshold)
+        label = os.path.basename(args.predictions)
+    result = evaluation.result
+    print(f"{records.source}: {len(records)} people, {label}")
+    print(result.format_table())
+    print(f"AUC of the mean {result.metric}, thresholds 0-{CURVE_THRESHOLDS[-1]:g}: {evaluation.curve['auc']:.2f}")
+    report = evaluation.metrics()
+    if args.json:
+        write_json(args.json, report)
+    if args.output:
+        evaluation.write(args.output, records, label, args.num_plot)
+        print(f"wrote {args.output}")
+    return report
+
+
+def main(argv=None, prog: str = "evaluate.py") -> int:
+    return run_command(prog, run, build_parser(prog).parse_args(argv))

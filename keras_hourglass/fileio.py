@@ -1,0 +1,86 @@
+"""Writing files and folders whole: a reader, or a run resumed after `kill -9`, never sees half of one.
+
+Every file the project writes goes through `atomic_path` (a temporary name
+beside the target, renamed over it once complete); every folder through
+`replace_directory`. A temporary left by a kill is named `<name>.partial`
+(`<stem>.partial<ext>` for files whose writer needs the extension), and the
+next write of the same target overwrites it, so a failed run never blocks
+the corrected one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+
+PARTIAL = ".partial"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, keep_extension: bool = False):
+    """Yields a temporary path to write; on success renames it to `path`, on an error removes it.
+
+    Args:
+        path: the file to produce; its folder is created.
+        keep_extension: name the temporary `<stem>.partial<ext>` instead of
+            `<path>.partial`, for writers that choose the format by extension
+            (matplotlib).
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    root, extension = os.path.splitext(path)
+    temporary = f"{root}{PARTIAL}{extension}" if keep_extension else path + PARTIAL
+    try:
+        yield temporary
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    os.replace(temporary, path)
+
+
+def write_json(path: str, data, indent: int | None = 2) -> str:
+    """Writes `data` as JSON to `path` atomically; returns `path`."""
+    with atomic_path(path) as temporary, open(temporary, "w") as f:
+        json.dump(data, f, indent=indent)
+    return path
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Writes `data` to `path` atomically; returns `path`."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as f:
+        f.write(data)
+    return path
+
+
+def replace_directory(temporary: str, final: str) -> None:
+    """Moves a finished directory into place, replacing any old one.
+
+    The old directory is renamed aside first, so at every moment either the
+    old or the new one is complete; `complete_directory` finds it.
+    """
+    previous = final + ".old"
+    if os.path.exists(previous):
+        shutil.rmtree(previous)
+    if os.path.exists(final):
+        os.replace(final, previous)
+    os.replace(temporary, final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def complete_directory(path: str) -> str | None:
+    """`path`, or the copy `replace_directory` set aside if a crash came between its two renames."""
+    for candidate in (path, path + ".old"):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def partial_directory(final: str) -> str:
+    """An empty temporary folder `<final>.partial` to fill and then pass to `replace_directory`."""
+    temporary = final + PARTIAL
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    return temporary

@@ -1,0 +1,119 @@
+"""One loader for every saved model format, and the one interface inference runs on.
+
+`load_pose_model` takes a SavedModel folder written by
+`keras_hourglass.export`, a `.keras` file, or a `.tflite` file converted by
+`keras_hourglass.tflite`, and returns a `PoseModel`: a function from crops to
+the last stack's heatmaps, with the codec that decodes them and the keypoint
+names. The evaluation chain (`keras_hourglass.evaluation`), prediction and
+the PCK callback run every format through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.export import last_output_shape, read_saved_model_metadata
+from keras_hourglass.fileio import complete_directory
+from keras_hourglass.model import stack_outputs
+from keras_hourglass.tflite import TFLitePoseModel
+
+
+@dataclasses.dataclass
+class PoseModel:
+    """What inference needs from a trained model, however it was stored.
+
+    Attributes:
+        heatmaps: maps float32 crops `[N, height, width, 3]` in `[0, 1]` to
+            the last stack's heatmaps `[N, h, w, K]`.
+        codec: decodes those heatmaps (its `flip_index` enables the flip test).
+        keypoint_names: one per channel.
+        source: the file or directory it came from.
+        flip_tested: `heatmaps` already averages with the mirror image (a
+            SavedModel exported with the flip test); a flip test on top
+            would give the same heatmaps at twice the cost.
+    """
+
+    heatmaps: Callable
+    codec: HeatmapCodec
+    keypoint_names: list
+    source: str
+    flip_tested: bool = False
+    owner: object = None  # keeps a loaded SavedModel (and so its variables) alive
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+
+def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], flip_index=None,
+                          codec: HeatmapCodec | None = None, source: str = "<keras model>") -> PoseModel:
+    """A `PoseModel` around an in-memory Keras model; `codec` defaults to the model's sizes."""
+    image_size = tuple(model.input_shape[1:3])
+    heatmap_shape = last_output_shape(model)
+    if codec is None:
+        codec = HeatmapCodec(image_size, heatmap_shape[1:3], flip_index=flip_index)
+    elif tuple(codec.image_size) != image_size or tuple(codec.heatmap_size) != tuple(heatmap_shape[1:3]):
+        raise ValueError(f"{source}: codec sizes {codec.image_size}/{codec.heatmap_size} differ from the model's "
+                         f"{image_size}/{tuple(heatmap_shape[1:3])}.")
+    if len(keypoint_names) != heatmap_shape[-1]:
+        raise ValueError(f"{source}: the model predicts {heatmap_shape[-1]} keypoints but "
+                         f"{len(keypoint_names)} keypoint names were given.")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.float32)])
+    def heatmaps(images):
+        return tf.cast(stack_outputs(model(images, training=False))[-1], tf.float32)
+
+    return PoseModel(heatmaps, codec, list(keypoint_names), source, owner=model)
+
+
+def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
+    """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
+
+    A `.keras` file carries no joint metadata: `keypoint_names` (and
+    `flip_index` for the flip test) must then be given, e.g. from the data
+    set's `JointSpec`. For a SavedModel or a `.tflite` file they come from
+    its metadata.
+    """
+    if str(path).endswith(".tflite"):
+        return load_tflite_pose_model(path)
+    if str(path).endswith(".keras"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such .keras file.")
+        model = keras.saving.load_model(path, compile=False)
+        if keypoint_names is None:
+            raise ValueError(f"{path}: a .keras file has no keypoint names; pass keypoint_names.")
+        return pose_model_from_keras(model, keypoint_names, flip_index, source=path)
+    directory = complete_directory(path)
+    if directory is None or not os.path.isfile(os.path.join(directory, "saved_model.pb")):
+        raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb) or a .keras file.")
+    metadata = read_saved_model_metadata(directory, path)
+    loaded = tf.saved_model.load(directory)
+    return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
+                     list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded)
+
+
+def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
+    """A `PoseModel` whose `heatmaps` runs the `.tflite` file; codec and names from its metadata.
+
+    Keypoints are then decoded by the codec in TensorFlow, from the TFLite
+    heatmaps; the converted graph's own `keypoints` output is the same
+    decoding (tested per quantization), so scores measured this way are what
+    an app gets.
+    """
+    model = TFLitePoseModel(model_path, num_threads)
+    codec = HeatmapCodec.from_config(model.metadata["codec"])
+    names = list(model.metadata["keypoint_names"])
+    heatmap_shape = [None, *codec.heatmap_size, len(names)]
+
+    def heatmaps(images):
+        outputs = tf.numpy_function(lambda crops: model.predict(crops)["heatmaps"], [images], tf.float32,
+                                    stateful=True)
+        return tf.ensure_shape(outputs, heatmap_shape)
+
+    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model)

@@ -1,0 +1,309 @@
+"""The published PyTorch hourglass checkpoints as Keras models, tensor for tensor.
+
+Two reference implementations publish trained MPII models; both are this
+project's network with different tensor names:
+
+* princeton-vl/pytorch_stacked_hourglass (the paper's authors' port):
+  `{'state_dict', 'optimizer', 'epoch'}`, keys `model.module.pre.*`,
+  `model.module.hgs.*`, ...; stem widths `(64, 128, 128)`; input RGB in
+  `[0, 1]`, as here. Its `Residual` creates a 1x1 `skip_layer` even where
+  input and output widths are equal and never uses it there: those tensors
+  are recognised and skipped.
+* bearpaw/pytorch-pose (`hg` with one block per stack): `{'epoch', 'arch',
+  'state_dict', 'best_acc', 'optimizer'}`, keys `module.conv1.*`,
+  `module.hg.*`, ...; stem widths `(64, 128, 256)`; it was trained on
+  images minus the MPII mean colour (`PYTORCH_POSE_MEAN`, no division by a
+  standard deviation), which the imported model subtracts in its first layer.
+  Checkpoints with more blocks per stack (`hg_s2_b2`) have no equivalent in
+  the builder and are refused.
+
+The number of stacks, joints, widths and the hourglass depth come from the
+tensor shapes. Every tensor of the model must be matched by exactly one
+tensor of the right shape, and every tensor of the file must be used (or be
+one of the known unused ones): anything else is a `ValueError` naming the key
+and both shapes, so a model is never returned with weights left at random.
+
+Layouts: PyTorch convolution weights `[out, in, kh, kw]` become Keras kernels
+`[kh, kw, in, out]`; BatchNorm `weight, bias, running_mean, running_var`
+become `gamma, beta, moving_mean, moving_variance` (`num_batches_tracked`
+is not needed). Both references use epsilon 1e-5, as the builder does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import defaultdict
+
+import keras
+import numpy as np
+
+from keras_hourglass.model import build_stacked_hourglass
+from keras_hourglass.torch_files import load_torch_file
+
+PRINCETON_VL = "princeton-vl"
+PYTORCH_POSE = "pytorch-pose"
+FORMATS = (PRINCETON_VL, PYTORCH_POSE)
+# MPII mean RGB in [0, 1] that pytorch-pose subtracts from its inputs: the float32 values of its
+# data/mpii/mean.pth.tar ('mean'; the file's 'std' is not used by its color_normalize).
+PYTORCH_POSE_MEAN = (0.440442830324173, 0.4440267086029053, 0.4326828420162201)
+PREFIXES = ("model.module.", "module.", "model.")
+BATCH_NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+# Our residuals inside an hourglass level -> the reference's (princeton-vl attribute, pytorch-pose list index).
+HOURGLASS_PARTS = (
+    (r"stack(\d+)_hourglass_up(\d+)_res", {PRINCETON_VL: "up1", PYTORCH_POSE: "0.0"}),
+    (r"stack(\d+)_hourglass_down(\d+)_res", {PRINCETON_VL: "low1", PYTORCH_POSE: "1.0"}),
+    (r"stack(\d+)_hourglass_up(\d+)_low_res", {PRINCETON_VL: "low3", PYTORCH_POSE: "2.0"}),
+    (r"stack(\d+)_hourglass_bottom_res()", {PRINCETON_VL: "low2", PYTORCH_POSE: "3.0"}),
+)
+
+
+@dataclasses.dataclass
+class ReferenceCheckpoint:
+    """A reference checkpoint's tensors and what they say about the network.
+
+    Attributes:
+        source: the file.
+        format: `PRINCETON_VL` or `PYTORCH_POSE`.
+        state_dict: `{key without the DataParallel prefix: array}`.
+        num_stacks, num_keypoints, filters, depth: from the shapes.
+        stem_filters: `(conv, residual1, residual2)` widths.
+        input_mean: RGB mean the network expects subtracted, or None.
+        info: what else the file holds (`epoch`, `best_acc`, `arch`).
+    """
+
+    source: str
+    format: str
+    state_dict: dict
+    num_stacks: int
+    num_keypoints: int
+    filters: int
+    depth: int
+    stem_filters: tuple
+    input_mean: tuple | None
+    info: dict
+
+    def build(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
+        """Our builder's model with this checkpoint's weights (see `load_weights`)."""
+        model = build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
+                                        image_size=tuple(image_size), depth=self.depth,
+                                        stem_filters=self.stem_filters, input_mean=self.input_mean,
+                                        name=name or f"hourglass_{self.num_stacks}stack_{self.format}")
+        load_weights(model, self)
+        return model
+
+
+def _strip_prefix(state_dict: dict) -> dict:
+    keys = list(state_dict)
+    for prefix in PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys):
+            return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _shape(state_dict: dict, key: str, source: str, axis: int = 0) -> int:
+    if key not in state_dict:
+        raise ValueError(f"{source}: missing key {key!r}, needed to infer the network's size.")
+    return int(np.shape(state_dict[key])[axis])
+
+
+def _count(state_dict: dict, pattern: str) -> int:
+    found = {m.group(1) for k in state_dict if (m := re.match(pattern, k))}
+    return len(found)
+
+
+def detect_format(state_dict: dict, source: str) -> str:
+    if any(k.startswith("pre.0.") for k in state_dict) or any(k.startswith("hgs.") for k in state_dict):
+        return PRINCETON_VL
+    if any(k.startswith("conv1.") for k in state_dict) and any(k.startswith("hg.") for k in state_dict):
+        return PYTORCH_POSE
+    sample = ", ".join(list(state_dict)[:3])
+    raise ValueError(f"{source}: not a princeton-vl or pytorch-pose hourglass state dict (first keys: {sample}); "
+                     f"pass --format to force one of {', '.join(FORMATS)}.")
+
+
+def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint:
+    """Reads a reference checkpoint (`.pth`/`.pt`/`.pth.tar`, either torch format, or `.safetensors`).
+
+    Args:
+        path: the file.
+        format: `PRINCETON_VL` or `PYTORCH_POSE`; detected from the key names when None.
+    """
+    path = os.fspath(path)
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {format!r}; expected one of {', '.join(FORMATS)}.")
+    if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such checkpoint file.")
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            content = {"state_dict": load_file(path)}
+        except SafetensorError as error:
+            raise ValueError(f"{path}: not a readable safetensors file ({error}).") from None
+    else:
+        content = load_torch_file(path)
+    if isinstance(content, dict) and "state_dict" in content:
+        state_dict = content["state_dict"]
+    elif isinstance(content, dict) and content and all(isinstance(v, np.ndarray) for v in content.values()):
+        state_dict = content  # a bare state dict
+    else:
+        raise ValueError(f"{path}: no 'state_dict' in the checkpoint (found {sorted(map(str, content))[:6]}).")
+    for key, value in state_dict.items():
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{path}: state_dict entry {key!r} is a {type(value).__name__}, not a tensor.")
+    state_dict = _strip_prefix(state_dict)
+    format = format or detect_format(state_dict, path)
+    info = {k: _plain(content[k]) for k in ("epoch", "arch", "best_acc") if isinstance(content, dict) and k in content}
+    s = state_dict
+    if format == PRINCETON_VL:
+        num_stacks = _count(s, r"hgs\.(\d+)\.")
+        depth = 1 + max((k.count("low2.") for k in s if re.match(r"hgs\.0\.0\.(low2\.)*up1\.", k)), default=-1)
+        stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, "pre.1.conv3.conv.weight", path),
+                _shape(s, "pre.3.conv3.conv.weight", path))
+        filters = _shape(s, "pre.4.conv3.conv.weight", path)
+        num_keypoints = _shape(s, "outs.0.conv.weight", path)
+        input_mean = None
+    else:
+        blocks = _count(s, r"hg\.0\.hg\.0\.0\.(\d+)\.")
+        if blocks != 1:
+            raise ValueError(f"{path}: a pytorch-pose model with {blocks} residual blocks per stack; only the "
+                             "one-block 'hg' models (hg_s2_b1, hg_s8_b1) have an equivalent in this builder.")
+        num_stacks = _count(s, r"hg\.(\d+)\.")
+        depth = _count(s, r"hg\.0\.hg\.(\d+)\.")
+        stem = (_shape(s, "conv1.weight", path), _shape(s, "layer1.0.conv3.weight", path),
+                _shape(s, "layer2.0.conv3.weight", path))
+        filters = _shape(s, "layer3.0.conv3.weight", path)
+        num_keypoints = _shape(s, "score.0.weight", path)
+        input_mean = PYTORCH_POSE_MEAN
+    if num_stacks < 1 or depth < 1:
+        raise ValueError(f"{path}: found {num_stacks} stacks of depth {depth} in the {format} key names; "
+                         "the file is not a complete hourglass network.")
+    return ReferenceCheckpoint(path, format, state_dict, num_stacks, num_keypoints, filters, depth, stem,
+                               input_mean, info)
+
+
+def _plain(value):
+    """An `epoch`/`best_acc` entry as a Python number (pytorch-pose stores a 0-d tensor)."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# Our layer names -> the reference's module paths ------------------------------
+
+
+def _residual_path(name: str, format: str, depth: int) -> str | None:
+    """The reference module of one of our residual prefixes, e.g. `stack1_hourglass_down3_res`."""
+    if m := re.fullmatch(r"stem_res([123])", name):
+        return {PRINCETON_VL: {"1": "pre.1", "2": "pre.3", "3": "pre.4"},
+                PYTORCH_POSE: {"1": "layer1.0", "2": "layer2.0", "3": "layer3.0"}}[format][m.group(1)]
+    if m := re.fullmatch(r"stack(\d+)_head_res", name):
+        return f"features.{m.group(1)}.0" if format == PRINCETON_VL else f"res.{m.group(1)}.0"
+    for pattern, part in HOURGLASS_PARTS:
+        if m := re.fullmatch(pattern, name):
+            stack, level = m.group(1), int(m.group(2) or 1)
+            if format == PRINCETON_VL:  # nested modules: level d is `.low2` (depth - d) times inside
+                return f"hgs.{stack}.0" + ".low2" * (depth - level) + "." + part[PRINCETON_VL]
+            return f"hg.{stack}.hg.{level - 1}.{part[PYTORCH_POSE]}"  # a list per level, innermost first
+    return None
+
+
+def torch_module(layer_name: str, format: str, depth: int) -> str:
+    """The reference module path whose tensors fill our layer `layer_name`."""
+    if m := re.fullmatch(r"(.+)_(bn1|conv1|bn2|conv2|bn3|conv3|skip)", layer_name):
+        residual = _residual_path(m.group(1), format, depth)
+        if residual is not None:
+            sub = m.group(2)
+            if format == PRINCETON_VL:
+                return f"{residual}.{'skip_layer' if sub == 'skip' else sub}" + (".conv" if "conv" in sub or sub == "skip"
+                                                                                 else "")
+            return f"{residual}.{'downsample.0' if sub == 'skip' else sub}"
+    m = re.fullmatch(r"stack(\d+)_(head_conv|head_bn|remap_features|remap_heatmaps)|heatmaps_stack(\d+)|stem_(conv|bn)",
+                     layer_name)
+    if not m:
+        raise ValueError(f"no {format} tensor corresponds to the layer {layer_name!r}.")
+    stack = m.group(1) or m.group(3)
+    part = m.group(2) or ("heatmaps" if m.group(3) else f"stem_{m.group(4)}")
+    table = {
+        PRINCETON_VL: {"stem_conv": "pre.0.conv", "stem_bn": "pre.0.bn", "head_conv": "features.{}.1.conv",
+                       "head_bn": "features.{}.1.bn", "heatmaps": "outs.{}.conv",
+                       "remap_features": "merge_features.{}.conv.conv", "remap_heatmaps": "merge_preds.{}.conv.conv"},
+        PYTORCH_POSE: {"stem_conv": "conv1", "stem_bn": "bn1", "head_conv": "fc.{}.0", "head_bn": "fc.{}.1",
+                       "heatmaps": "score.{}", "remap_features": "fc_.{}", "remap_heatmaps": "score_.{}"},
+    }[format]
+    return table[part].format(stack)
+
+
+def _is_unused(key: str, checkpoint: ReferenceCheckpoint) -> bool:
+    """Tensors the reference creates but never uses: princeton-vl's skip convs of equal-width residuals."""
+    if key.endswith(".num_batches_tracked"):
+        return True
+    if checkpoint.format != PRINCETON_VL or ".skip_layer." not in key:
+        return False
+    weight = checkpoint.state_dict.get(key.rsplit(".", 1)[0] + ".weight")
+    return weight is not None and weight.ndim == 4 and weight.shape[0] == weight.shape[1]
+
+
+def load_weights(model: keras.Model, checkpoint: ReferenceCheckpoint) -> list[tuple[str, int, int]]:
+    """Fills every weight of `model` from `checkpoint`; returns `(group, tensors, parameters)` per group.
+
+    Groups are the stem, each stack's hourglass, each stack's head (and the
+    merge into the next stack). Raises `ValueError` on a missing key, a
+    shape mismatch or a tensor of the file that nothing uses.
+    """
+    state, source = checkpoint.state_dict, checkpoint.source
+    used, groups = set(), defaultdict(lambda: [0, 0])
+    for layer in model.layers:
+        if not layer.weights or isinstance(layer, keras.layers.Normalization):
+            continue
+        module = torch_module(layer.name, checkpoint.format, checkpoint.depth)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            keys = [f"{module}.{t}" for t in BATCH_NORM_TENSORS]
+            expected = [tuple(v.shape) for v in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)]
+            convert = [lambda a: a] * 4
+        elif isinstance(layer, keras.layers.Conv2D):
+            keys = [f"{module}.weight", f"{module}.bias"]
+            kh, kw, cin, cout = layer.kernel.shape
+            expected = [(cout, cin, kh, kw), (cout,)]
+            convert = [lambda a: np.transpose(a, (2, 3, 1, 0)), lambda a: a]
+        else:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no reference counterpart.")
+        values = []
+        for key, shape, fn in zip(keys, expected, convert):
+            if key not in state:
+                raise ValueError(f"{source}: missing key {key!r} for layer {layer.name} (expected shape {shape}).")
+            if tuple(state[key].shape) != shape:
+                raise ValueError(f"{source}: {key} has shape {tuple(state[key].shape)}, but layer {layer.name} needs "
+                                 f"{shape}.")
+            values.append(fn(np.asarray(state[key], np.float32)))
+            used.add(key)
+        layer.set_weights(values)
+        group = _group(layer.name)
+        groups[group][0] += len(values)
+        groups[group][1] += sum(v.size for v in values)
+    unexpected = sorted(k for k in state if k not in used and not _is_unused(k, checkpoint))
+    if unexpected:
+        key = unexpected[0]
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ValueError(f"{source}: unexpected key {key!r} of shape {tuple(state[key].shape)}{more}: nothing in the "
+                         f"{checkpoint.format} network of {checkpoint.num_stacks} stacks uses it.")
+    return [(name, count, size) for name, (count, size) in groups.items()]
+
+
+def _group(layer_name: str) -> str:
+    if layer_name.startswith("stem"):
+        return "stem"
+    m = re.match(r"stack(\d+)_hourglass|stack(\d+)_|heatmaps_stack(\d+)", layer_name)
+    if m and m.group(1):
+        return f"stack{m.group(1)} hourglass"
+    return f"stack{m.group(2) or m.group(3)} head and merge"
+
+
+def unused_keys(checkpoint: ReferenceCheckpoint) -> list[str]:
+    """The keys skipped on purpose (never-used convolutions, BatchNorm step counters)."""
+    return sorted(k for k in checkpoint.state_dict if _is_unused(k, checkpoint))

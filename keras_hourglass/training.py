@@ -1,0 +1,237 @@
+"""A training run: data, model, callbacks, `model.fit` with resume, then evaluation and export.
+
+`run_training(config)` is what the `train` command does with a resolved
+`keras_hourglass.config.Config`: with the embedded default preset it
+generates the synthetic data set under `data/synthetic/` if it is not there,
+trains the small CPU model, evaluates the best checkpoint, exports it as a
+SavedModel and a TFLite file, and plots, all under `runs/synthetic-small/`.
+
+Started again with the same configuration, a run continues from its last
+completed epoch (`<output>/resume/`, written atomically after every epoch);
+a run with a different configuration in the same folder is refused.
+
+Run folder: `config.json`, `training_log.csv` (losses per stack and the
+validation metric per epoch), `tensorboard/`, `checkpoints/best` and
+`checkpoints/last` (SavedModels with serving signatures), `resume/`, and
+after training `eval/` (table, predictions, plots), `model.tflite`,
+`training_curves.png` and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from keras_hourglass.config import Config, config_from_json
+from keras_hourglass.fileio import atomic_path, complete_directory, write_json
+
+
+# Data --------------------------------------------------------------------
+
+
+def load_data(config: Config):
+    """(train records, valid records); generates the synthetic data set if it is missing."""
+    from keras_hourglass.data.loaders import load_records
+
+    if config.dataset == "synthetic":
+        from keras_hourglass.data.synthetic import generate
+
+        train_path = config.train_annotations or os.path.join(config.data_dir, "train.h5")
+        valid_path = config.valid_annotations or os.path.join(config.data_dir, "valid.h5")
+        image_dir = config.image_dir or os.path.join(config.data_dir, "images")
+        if not (os.path.isfile(train_path) and os.path.isfile(valid_path)):
+            if config.train_annotations or config.valid_annotations:
+                raise ValueError(f"synthetic annotation file not found: {train_path} or {valid_path}.")
+            print(f"generating the synthetic data set in {config.data_dir} "
+                  f"({config.num_train} training and {config.num_valid} validation images)")
+            generate(config.data_dir, config.num_train, config.num_valid, seed=config.seed)
+    else:
+        train_path, valid_path, image_dir = config.train_annotations, config.valid_annotations, config.image_dir
+    train = load_records(config.dataset, train_path, image_dir, config.train_split, config.normalizer_joints)
+    valid = load_records(config.dataset, valid_path, image_dir, config.valid_split, config.normalizer_joints)
+    if train.spec.names != valid.spec.names:
+        raise ValueError(f"{train.source} and {valid.source} have different joints.")
+    return train, valid
+
+
+# Model -------------------------------------------------------------------
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}.")
+
+
+def learning_rate_schedule(config: Config, steps_per_epoch: int):
+    """Warm-up, then step decay at `lr_decay_epochs`, as a function of the optimizer's step count."""
+    from keras_hourglass.schedules import WarmupStepDecay
+
+    boundaries = [e * steps_per_epoch for e in config.lr_decay_epochs]
+    values = [config.learning_rate * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
+    return WarmupStepDecay(values, boundaries, config.warmup_epochs * steps_per_epoch)
+
+
+def build_model(config: Config, num_keypoints: int, steps_per_epoch: int):
+    import keras
+
+    from keras_hourglass import HeatmapMSE, build_variant
+
+    overrides = {"image_size": (config.image_size, config.image_size)}
+    for name, key in (("stacks", "num_stacks"), ("filters", "filters"), ("depth", "depth"),
+                      ("stem_filters", "stem_filters")):
+        if getattr(config, name) is not None:
+            overrides[key] = getattr(config, name)
+    model = build_variant(config.variant, num_keypoints, **overrides)
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    optimizer = (keras.optimizers.Adam(schedule) if config.optimizer == "adam"
+                 else keras.optimizers.RMSprop(schedule))
+    model.compile(optimizer, loss=HeatmapMSE(), jit_compile=config.xla)
+    return model
+
+
+
+# The run -----------------------------------------------------------------
+
+
+def prepare_output(config: Config) -> str:
+    """Creates the run folder and writes `config.json`; refuses to mix two configurations in one folder."""
+    os.makedirs(config.output, exist_ok=True)
+    path = os.path.join(config.output, "config.json")
+    resolved = config.to_json()
+    if os.path.isfile(path):
+        with open(path) as f:
+            previous = config_from_json(json.load(f), path).to_json()
+        changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+        if changed:
+            raise ValueError(f"{config.output} holds a run with a different configuration ({', '.join(changed)} "
+                             "differ); resume it with the same command or choose another --output.")
+    return write_json(path, resolved)
+
+
+def make_callbacks(config: Config, valid, codec, strategy):
+    import keras
+
+    from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint
+
+    pck = PCKCallback(valid, every=config.eval_every, flip_test=config.flip_test, threshold=config.threshold,
+                      batch_size=config.batch_size, codec=codec)
+    writes = strategy.extended.should_checkpoint
+    output = config.output if writes else os.path.join(config.output, "scratch", f"worker-{os.getpid()}")
+    best = SavedModelCheckpoint(os.path.join(output, "checkpoints"), codec, valid.spec.names, monitor=pck.monitor,
+                                flip_test=config.flip_test)
+    resume = ResumeCheckpoint(os.path.join(output, "resume"), stateful={"best": best})
+    # The metric first, so that everything after it sees val_pckh in the logs.
+    # The resume checkpoint last: an epoch counts as done only once everything else has seen it.
+    callbacks = [pck, best,
+                 keras.callbacks.CSVLogger(os.path.join(output, "training_log.csv"), append=True),
+                 keras.callbacks.TensorBoard(os.path.join(output, "tensorboard"), write_graph=False),
+                 resume]
+    return callbacks, best, resume
+
+
+def truncate_log(path: str, epochs: int) -> None:
+    """Drops rows of epochs after the resumed one (an epoch logged but killed before its checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < epochs]
+    if kept != lines:
+        with atomic_path(path) as temporary, open(temporary, "w") as f:
+            f.writelines(kept)
+
+
+def train(config: Config) -> dict:
+    """Trains (or resumes) a run; returns a summary with the best metric and the paths written."""
+    import keras
+
+    from keras_hourglass import HeatmapCodec, stack_outputs
+    from keras_hourglass.callbacks import latest_resume_state
+    from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
+
+    train_records, valid = load_data(config)
+    prepare_output(config)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(config.strategy)
+    print(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
+    codec = HeatmapCodec((config.image_size, config.image_size), sigma=config.sigma,
+                         flip_index=train_records.spec.flip_index, refine=config.refine)
+    steps = config.steps_per_epoch or len(train_records) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"{train_records.source}: {len(train_records)} people make no full batch of {config.batch_size}.")
+    with strategy.scope():
+        model = build_model(config, train_records.spec.num_keypoints, steps)
+    dataset = build_dataset(train_records, codec, config.batch_size, len(stack_outputs(model.outputs)), training=True,
+                            augmentation=Augmentation() if config.augment else NO_AUGMENTATION, seed=config.seed)
+    if config.steps_per_epoch:
+        dataset = dataset.repeat()
+    callbacks, best, resume = make_callbacks(config, valid, codec, strategy)
+    resume.set_model(model)
+    initial_epoch = 0
+    latest = latest_resume_state(resume.directory)
+    if latest:
+        initial_epoch = resume.restore(latest)
+        truncate_log(os.path.join(config.output, "training_log.csv"), initial_epoch)
+        print(f"resuming {config.output} from {latest} (epoch {initial_epoch} of {config.epochs})")
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    else:
+        print(f"{config.output} has finished all {config.epochs} epochs; evaluating and exporting only")
+    return {"valid": valid, "best": best, "train_seconds": time.perf_counter() - start}
+
+
+def finish(config: Config, run: dict) -> dict:
+    """After training: evaluate the best SavedModel, plot, convert to TFLite."""
+    from keras_hourglass.evaluation import evaluate_model
+    from keras_hourglass.plotting import plot_training_curves, save_figure
+    from keras_hourglass.pose_model import load_pose_model
+
+    summary = {"train_seconds": round(run["train_seconds"], 1)}
+    best_path = complete_directory(run["best"].best_path) or complete_directory(run["best"].last_path)
+    log = os.path.join(config.output, "training_log.csv")
+    if os.path.isfile(log):
+        save_figure(plot_training_curves(log, f"{config.preset}: {config.variant}"),
+                    os.path.join(config.output, "training_curves.png"))
+    if config.evaluate and best_path:
+        valid = run["valid"]
+        evaluation = evaluate_model(load_pose_model(best_path), valid, config.flip_test, config.batch_size,
+                                    config.threshold)
+        evaluation.write(os.path.join(config.output, "eval"), valid, label=config.preset)
+        result = evaluation.result
+        print(f"\n{best_path} on {valid.source} ({len(valid)} people, flip test {'on' if config.flip_test else 'off'}):")
+        print(result.format_table())
+        summary.update(metric=result.metric, mean=round(result.mean, 2), groups=result.groups,
+                       auc=evaluation.curve["auc"])
+    if config.export_tflite and best_path:
+        from keras_hourglass.tflite import convert_saved_model
+
+        path = convert_saved_model(best_path, os.path.join(config.output, "model.tflite"))
+        print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+        summary["tflite"] = path
+    summary["saved_model"] = best_path
+    return summary
+
+
+def run_training(config: Config) -> dict:
+    """Trains (or resumes) the run, then evaluates, exports and plots; returns the summary it writes."""
+    started = time.perf_counter()
+    summary = finish(config, train(config))
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    write_json(os.path.join(config.output, "summary.json"), summary)
+    return summary
