@@ -194,3 +194,17 @@ def get_joint_spec(name: str) -> JointSpec:
         return JOINT_SPECS[name]
     except KeyError:
         raise ValueError(f"Unknown joint spec {name!r}; expected one of {sorted(JOINT_SPECS)}.") from None
+
+
+# Name prefixes of the two sides, for skeletons that name their joints but not their flip partners.
+SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
+
+
+def infer_flip_partners(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Pairs `left_x`/`right_x` (or `l_x`/`r_x`) among joint names."""
+    pairs = []
+    for name in names:
+        for left, right in SIDE_PREFIXES:
+            if name.startswith(left) and right + name[len(left):] in names:
+                pairs.append((name, right + name[len(left):]))
+    return tuple(pairs)

@@ -71,6 +71,7 @@ class ReferenceCheckpoint:
         stem_filters: `(conv, residual1, residual2)` widths.
         input_mean: RGB mean the network expects subtracted, or None.
         info: what else the file holds (`epoch`, `best_acc`, `arch`).
+        mapped_groups: after `build`, `(group, tensors, values)` per group.
     """
 
     source: str
@@ -83,14 +84,15 @@ class ReferenceCheckpoint:
     stem_filters: tuple
     input_mean: tuple | None
     info: dict
+    mapped_groups: list = dataclasses.field(default_factory=list)
 
     def build(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
-        """Our builder's model with this checkpoint's weights (see `load_weights`)."""
+        """Our builder's model with this checkpoint's weights (see `load_weights`); `mapped_groups` says what went where."""
         model = build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
                                         image_size=tuple(image_size), depth=self.depth,
                                         stem_filters=self.stem_filters, input_mean=self.input_mean,
                                         name=name or f"hourglass_{self.num_stacks}stack_{self.format}")
-        load_weights(model, self)
+        self.mapped_groups = load_weights(model, self)
         return model
 
 

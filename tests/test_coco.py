@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_hourglass.data.coco import infer_flip_partners, load_coco
+from keras_hourglass.data.coco import load_coco
 
 NAMES = ["nose", "left_eye", "right_eye", "left_wrist", "right_wrist"]
 
@@ -39,8 +39,7 @@ def test_loads_people_names_and_partners(tmp_path):
     assert load_coco(path).normalizer[0] == 60  # bbox size by default
 
 
-def test_infer_flip_partners():
-    assert infer_flip_partners(["l_knee", "r_knee", "neck", "left_x", "right_x"]) == (("l_knee", "r_knee"), ("left_x", "right_x"))
+
 
 
 def test_bad_annotations_are_named(tmp_path):

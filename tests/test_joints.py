@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_hourglass.joints import FLIC, MPII, JointSpec, get_joint_spec
+from keras_hourglass.joints import FLIC, MPII, JointSpec, get_joint_spec, infer_flip_partners
 
 
 @pytest.mark.parametrize("spec", [MPII, FLIC])
@@ -47,3 +47,7 @@ def test_bad_specs_name_the_field():
         JointSpec("x", ("a", "b", "c"), flip_partners=(("a", "b"), ("a", "c")))
     with pytest.raises(ValueError, match="Unknown joint spec 'coco'"):
         get_joint_spec("coco")
+
+
+def test_infer_flip_partners():
+    assert infer_flip_partners(["l_knee", "r_knee", "neck", "left_x", "right_x"]) == (("l_knee", "r_knee"), ("left_x", "right_x"))

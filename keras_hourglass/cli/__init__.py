@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("keras_hourglass.cli.evaluate", "score a model or a predictions file with the standard table"),
     "predict": ("keras_hourglass.cli.predict", "keypoints and overlays for images, a folder or a video"),
     "convert": ("keras_hourglass.cli.convert", "TFLite files with metadata and a parity table"),
+    "import-weights": ("keras_hourglass.cli.import_weights", "a published PyTorch checkpoint as a Keras model"),
 }
 
 

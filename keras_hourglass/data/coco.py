@@ -22,21 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from keras_hourglass.data.records import PoseRecords, join_image_dir
-from keras_hourglass.joints import JointSpec
+from keras_hourglass.joints import JointSpec, infer_flip_partners
 from keras_hourglass.transforms import box_to_center_scale
-
-SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
-
-
-def infer_flip_partners(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """Pairs `left_x`/`right_x` (or `l_x`/`r_x`) among joint names."""
-    pairs = []
-    for name in names:
-        for left, right in SIDE_PREFIXES:
-            if name.startswith(left) and right + name[len(left):] in names:
-                pairs.append((name, right + name[len(left):]))
-    return tuple(pairs)
-
 
 def spec_from_category(category: dict, name: str = "coco", flip_partners=None) -> JointSpec:
     """A `JointSpec` from a COCO category (`keypoints` names, 1-based `skeleton`)."""

@@ -1,0 +1,125 @@
+"""Imports a published PyTorch hourglass checkpoint as a Keras model, a SavedModel and a TFLite file.
+
+(`keras-hourglass import-weights`, `python import_weights.py`; the mapping is
+`keras_hourglass.reference_weights`, the torch-free reader
+`keras_hourglass.torch_files`.)
+
+    python import_weights.py checkpoint.pth.tar --output imported/hg8
+    python import_weights.py hg_s2_b1/model_best.pth.tar --output imported/hg2 --format pytorch-pose
+
+Writes `DIR/model.keras` (our builder's model with the checkpoint's weights;
+input RGB in `[0, 1]`, any preprocessing the checkpoint expects inside),
+`DIR/saved_model/` (the serving signatures and metadata of a SavedModel
+written by training, so `predict.py`, `evaluate.py` and `convert.py` take
+it), `DIR/model.tflite` (float32, from that SavedModel; `--no-tflite` skips
+it) and `DIR/import.json` (what was found). The folder is written whole
+under a temporary name and then renamed, so a failed import leaves nothing
+behind; an existing `DIR` is replaced only if an earlier import wrote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+from keras_hourglass.cli import run_command
+from keras_hourglass.codec import HeatmapCodec
+from keras_hourglass.export import export_saved_model
+from keras_hourglass.fileio import PARTIAL, replace_directory, write_json
+from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
+from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
+from keras_hourglass.tflite import convert_saved_model
+
+REPORT_FILE = "import.json"
+# Joint tables by joint count, for checkpoints that name none.
+SPEC_BY_COUNT = {16: "mpii", 11: "flic"}
+
+
+def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="the reference checkpoint (.pth, .pth.tar, .pt, either torch format; "
+                                           "or .safetensors)")
+    parser.add_argument("--output", required=True, help="folder for model.keras, saved_model/ and model.tflite")
+    parser.add_argument("--format", choices=FORMATS, help="the reference implementation (default: from the key names)")
+    parser.add_argument("--image-size", type=int, default=256, help="square input size of the model (default 256, "
+                                                                     "as the checkpoints were trained)")
+    parser.add_argument("--dataset", choices=("mpii", "flic"),
+                        help="joint names and flip partners (default: mpii for 16 joints, flic for 11)")
+    parser.add_argument("--keypoint-names", help="comma-separated joint names in the checkpoint's channel order, for "
+                                                 "other joint counts (flip partners from left/right in the names)")
+    parser.add_argument("--refine", choices=("quarter", "taylor"), default="quarter",
+                        help="sub-pixel decoding in the SavedModel (default quarter, as both references decode)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="export the flip test into the SavedModel (default on, as a training run exports)")
+    parser.add_argument("--tflite", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write model.tflite (float32; default on)")
+    return parser
+
+
+def joint_spec(args, num_keypoints: int) -> JointSpec:
+    """The joint table of the checkpoint's channels: `--keypoint-names`, `--dataset`, or by count."""
+    if args.keypoint_names:
+        names = tuple(n.strip() for n in args.keypoint_names.split(",") if n.strip())
+        if len(names) != num_keypoints:
+            raise ValueError(f"--keypoint-names has {len(names)} names, but the checkpoint predicts "
+                             f"{num_keypoints} joints.")
+        return JointSpec("custom", names, infer_flip_partners(names))
+    dataset = args.dataset or SPEC_BY_COUNT.get(num_keypoints)
+    if dataset is None:
+        raise ValueError(f"the checkpoint predicts {num_keypoints} joints; name them with --keypoint-names "
+                         "(16 are taken as MPII's, 11 as FLIC's).")
+    spec = get_joint_spec(dataset)
+    if spec.num_keypoints != num_keypoints:
+        raise ValueError(f"--dataset {dataset} has {spec.num_keypoints} joints, but the checkpoint predicts "
+                         f"{num_keypoints}.")
+    return spec
+
+
+def run(args: argparse.Namespace) -> dict:
+    output = os.path.abspath(args.output)
+    if os.path.exists(output) and not os.path.isfile(os.path.join(output, REPORT_FILE)):
+        raise ValueError(f"{args.output} exists and was not written by an import; choose another --output.")
+    checkpoint = read_checkpoint(args.checkpoint, args.format)
+    divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more
+    if args.image_size < divisor or args.image_size % divisor:
+        raise ValueError(f"--image-size must be a positive multiple of {divisor} for this checkpoint's depth "
+                         f"{checkpoint.depth}, got {args.image_size}.")
+    spec = joint_spec(args, checkpoint.num_keypoints)
+    print(f"{args.checkpoint}: {checkpoint.format} checkpoint, {checkpoint.num_stacks} stacks, "
+          f"{checkpoint.num_keypoints} joints ({spec.name}), {checkpoint.filters} filters, depth {checkpoint.depth}, "
+          f"stem widths {checkpoint.stem_filters}" + "".join(f", {k} {v}" for k, v in checkpoint.info.items()))
+    size = (args.image_size, args.image_size)
+    model = checkpoint.build(size)
+    for group, tensors, parameters in checkpoint.mapped_groups:
+        print(f"  {group:<28} {tensors:>4} tensors {parameters:>11,} values")
+    skipped = unused_keys(checkpoint)
+    print(f"  skipped {len(skipped)} tensors the reference never uses (BatchNorm step counters"
+          + (", skip convolutions of equal-width residuals)" if any(".skip_layer." in k for k in skipped) else ")"))
+    if checkpoint.input_mean is not None:
+        print(f"  input: RGB in [0, 1] minus the mean {tuple(round(m, 4) for m in checkpoint.input_mean)}, "
+              "inside the model")
+    temporary = output + PARTIAL
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    model.save(os.path.join(temporary, "model.keras"))
+    codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
+    saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
+                                     args.flip_test and spec.flip_index is not None)
+    if args.tflite:
+        convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
+    report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
+              "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
+              "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,
+              "stem_filters": list(checkpoint.stem_filters), "input_mean": checkpoint.input_mean,
+              "image_size": list(size), "parameters": model.count_params(), **checkpoint.info}
+    write_json(os.path.join(temporary, REPORT_FILE), report)
+    replace_directory(temporary, output)
+    print(f"{model.count_params():,} parameters -> {args.output}: model.keras, saved_model/"
+          + (", model.tflite" if args.tflite else ""))
+    return report
+
+
+def main(argv=None, prog: str = "import_weights.py") -> int:
+    return run_command(prog, run, build_parser(prog).parse_args(argv))

@@ -1,0 +1,157 @@
+"""Importing the reference PyTorch checkpoints: every fixture reproduces the reference network's heatmaps.
+
+The fixtures under `tests/data/reference/` were written by the two reference
+projects' own code (see its README); each `.npz` holds the reference
+network's heatmaps for fixed images.
+"""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from keras_hourglass.cli import import_weights
+from keras_hourglass.model import stack_outputs
+from keras_hourglass.reference_weights import (
+    PRINCETON_VL,
+    PYTORCH_POSE,
+    PYTORCH_POSE_MEAN,
+    read_checkpoint,
+    torch_module,
+    unused_keys,
+)
+from tests.conftest import ROOT
+
+REFERENCE = ROOT / "tests" / "data" / "reference"
+# (checkpoint, reference outputs, format, stacks, joints, stem widths)
+FIXTURES = [
+    ("pv_s2_d32_j16_legacy.pt", "pv_s2_d32_j16.npz", PRINCETON_VL, 2, 16, (64, 128, 128)),
+    ("pv_s2_d32_j11.pt", "pv_s2_d32_j11.npz", PRINCETON_VL, 2, 11, (64, 128, 128)),
+    ("pp_s8_b1_j16_w4.pt", "pp_s8_b1_j16_w4.npz", PYTORCH_POSE, 8, 16, (4, 8, 16)),
+    ("pp_s8_b1_j16_w4_legacy.pt", "pp_s8_b1_j16_w4.npz", PYTORCH_POSE, 8, 16, (4, 8, 16)),
+]
+RELATIVE_TOLERANCE = 1e-5  # of each stack's largest heatmap value
+
+
+def max_relative_difference(model, reference) -> list[float]:
+    outputs = stack_outputs(model(reference["images"], training=False))
+    differences = []
+    for stack, output in enumerate(outputs):
+        expected = np.transpose(reference["heatmaps"][stack], (0, 2, 3, 1))  # NCHW -> NHWC
+        differences.append(float(np.abs(np.asarray(output) - expected).max() / np.abs(expected).max()))
+    return differences
+
+
+@pytest.mark.parametrize("name, outputs, format, stacks, joints, stem", FIXTURES)
+def test_each_fixture_reproduces_the_reference_heatmaps(name, outputs, format, stacks, joints, stem):
+    checkpoint = read_checkpoint(REFERENCE / name)
+    assert (checkpoint.format, checkpoint.num_stacks, checkpoint.num_keypoints) == (format, stacks, joints)
+    assert checkpoint.stem_filters == stem and checkpoint.depth == 4 and checkpoint.info["epoch"] == 37
+    reference = np.load(REFERENCE / outputs)
+    model = checkpoint.build(reference["images"].shape[1:3])
+    differences = max_relative_difference(model, reference)
+    assert len(differences) == stacks and max(differences) < RELATIVE_TOLERANCE, differences
+
+
+def test_pytorch_pose_models_subtract_the_mean_inside_and_carry_their_accuracy():
+    checkpoint = read_checkpoint(REFERENCE / "pp_s8_b1_j16_w4.pt")
+    assert checkpoint.input_mean == PYTORCH_POSE_MEAN and checkpoint.info["best_acc"] == pytest.approx(0.8125)
+    model = checkpoint.build((64, 64))
+    assert model.layers[1].name == "input_normalization"
+    assert read_checkpoint(REFERENCE / "pv_s2_d32_j11.pt").input_mean is None
+
+
+def test_unused_reference_convolutions_are_recognised():
+    checkpoint = read_checkpoint(REFERENCE / "pv_s2_d32_j11.pt")
+    skipped = [k for k in unused_keys(checkpoint) if not k.endswith("num_batches_tracked")]
+    # princeton-vl creates a skip conv in every residual; only the stem's 64->128 and 128->32 use theirs.
+    assert skipped and all(".skip_layer.conv." in k for k in skipped)
+    assert not any(k.startswith(("pre.1.", "pre.4.")) for k in skipped)
+
+
+def test_layer_names_map_to_the_reference_modules():
+    assert torch_module("stack1_hourglass_up4_res_conv2", PRINCETON_VL, 4) == "hgs.1.0.up1.conv2.conv"
+    assert torch_module("stack1_hourglass_down2_res_bn1", PRINCETON_VL, 4) == "hgs.1.0.low2.low2.low1.bn1"
+    assert torch_module("stack0_hourglass_bottom_res_skip", PRINCETON_VL, 4) == "hgs.0.0.low2.low2.low2.low2.skip_layer.conv"
+    assert torch_module("stack0_remap_heatmaps", PRINCETON_VL, 4) == "merge_preds.0.conv.conv"
+    assert torch_module("stack1_hourglass_up4_low_res_conv3", PYTORCH_POSE, 4) == "hg.1.hg.3.2.0.conv3"
+    assert torch_module("stack0_hourglass_bottom_res_bn2", PYTORCH_POSE, 4) == "hg.0.hg.0.3.0.bn2"
+    assert torch_module("stem_res1_skip", PYTORCH_POSE, 4) == "layer1.0.downsample.0"
+    assert torch_module("stack2_head_bn", PYTORCH_POSE, 4) == "fc.2.1"
+
+
+def test_safetensors_state_dicts_import_the_same_way(tmp_path):
+    from safetensors.numpy import save_file
+
+    state = read_checkpoint(REFERENCE / "pv_s2_d32_j11.pt").state_dict
+    path = tmp_path / "pv.safetensors"
+    save_file({f"model.module.{k}": np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.format == PRINCETON_VL and checkpoint.num_keypoints == 11
+    assert max(max_relative_difference(checkpoint.build((64, 64)), np.load(REFERENCE / "pv_s2_d32_j11.npz"))) < 1e-5
+
+
+@pytest.mark.parametrize("name, message", [
+    ("bad/missing_key.pt", "missing key 'hg.0.hg.3.0.0.conv1.weight' for layer stack0_hourglass_up4_res_conv1 "
+                           "(expected shape (4, 8, 1, 1))"),
+    ("bad/extra_key.pt", "unexpected key 'foo.weight' of shape (4, 4)"),
+    ("bad/wrong_shape.pt", "score.1.weight has shape (16, 8, 3, 3), but layer heatmaps_stack1 needs (16, 8, 1, 1)"),
+    ("bad/foreign_global.pt", "refusing to load the global argparse.Namespace"),
+    ("bad/two_blocks.pt", "a pytorch-pose model with 2 residual blocks per stack"),
+])
+def test_bad_checkpoints_fail_with_one_line(name, message, tmp_path, capsys):
+    code = import_weights.main([str(REFERENCE / name), "--output", str(tmp_path / "out"), "--image-size", "64"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and err.count("\n") == 0, err
+    assert not list(tmp_path.iterdir())  # nothing written, nothing left to block the corrected run
+
+
+def test_other_joint_counts_need_names(tmp_path, capsys):
+    argv = [str(REFERENCE / "pv_s2_d32_j11.pt"), "--output", str(tmp_path / "out"), "--image-size", "64"]
+    assert import_weights.main([*argv, "--dataset", "mpii"]) == 2
+    assert "--dataset mpii has 16 joints, but the checkpoint predicts 11" in capsys.readouterr().err
+    assert import_weights.main([*argv, "--keypoint-names", "a,b"]) == 2
+    assert "--keypoint-names has 2 names" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    assert import_weights.main([*argv[:1], "--output", str(tmp_path / "mine")]) == 2
+    assert "exists and was not written by an import" in capsys.readouterr().err
+
+
+def test_the_suite_runs_without_torch():
+    assert importlib.util.find_spec("torch") is None
+
+
+@pytest.mark.slow
+def test_the_command_writes_keras_saved_model_and_tflite_that_agree(tmp_path, shared_data, capsys):
+    import cv2
+
+    from keras_hourglass.cli import predict
+    from keras_hourglass.inference import whole_image_crop
+    from keras_hourglass.joints import MPII
+    from keras_hourglass.pose_model import load_pose_model
+
+    output = tmp_path / "imported"
+    assert import_weights.main([str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output),
+                                "--image-size", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "princeton-vl checkpoint, 2 stacks, 16 joints (mpii)" in printed and "epoch 37" in printed
+    assert "stack1 hourglass" in printed and "skipped" in printed
+    report = json.loads((output / "import.json").read_text())
+    assert report["format"] == PRINCETON_VL and report["keypoint_names"][0] == "r_ankle"
+    image_path = sorted((shared_data / "mpii" / "images").glob("*.jpg"))[0]
+    crop, _ = whole_image_crop(cv2.imread(str(image_path))[..., ::-1], (64, 64))
+    # The SavedModel and the TFLite file have the flip test in their graph; the .keras model gets it here.
+    keras_model = load_pose_model(str(output / "model.keras"), MPII.names, MPII.flip_index)
+    expected = np.asarray(keras_model.codec.flip_test(keras_model.heatmaps, crop))
+    for kind in ("saved_model", "model.tflite"):
+        pose_model = load_pose_model(str(output / kind))
+        assert pose_model.flip_tested and pose_model.keypoint_names == list(MPII.names)
+        np.testing.assert_allclose(np.asarray(pose_model.heatmaps(crop)), expected, rtol=0,
+                                   atol=1e-5 * np.abs(expected).max(), err_msg=kind)
+    assert predict.main(["--model", str(output / "saved_model"), "--input", str(image_path),
+                         "--output", str(tmp_path / "predicted"), "--no-overlays"]) == 0
+    # A second import into the same folder replaces the first.
+    assert import_weights.main([str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output),
+                                "--image-size", "64", "--no-tflite"]) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["import.json", "model.keras", "saved_model"]
