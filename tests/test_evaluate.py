@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_hourglass.cli import evaluate
+from tests.conftest import one_line_error
 from tests.test_metrics import PUBLISHED_HG8
 
 
@@ -35,9 +36,8 @@ def test_wrong_prediction_shape_is_one_clear_line(shared_data, tmp_path, capsys)
     bad = tmp_path / "preds.h5"
     with h5py.File(bad, "w") as f:
         f["preds"] = np.zeros((10, 16, 2))
-    code = evaluate.main(["--predictions", str(bad), "--ground-truth", str(shared_data / "mpii" / "valid.h5")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0
+    err = one_line_error(evaluate.main, ["--predictions", str(bad), "--ground-truth",
+                                         str(shared_data / "mpii" / "valid.h5")], capsys)
     assert "preds" in err and "(2958, 16, 2)" in err
 
 

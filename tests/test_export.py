@@ -5,17 +5,15 @@ import pytest
 import tensorflow as tf
 
 from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
-from keras_hourglass.export import METADATA_FILE, PoseEstimator, export_saved_model
+from keras_hourglass.export import METADATA_FILE, PoseEstimator
 from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = build_stacked_hourglass(2, MPII.num_keypoints, **TINY)
-    codec = HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index)
-    path = export_saved_model(model, str(tmp_path_factory.mktemp("export") / "model"), codec, MPII.names)
+def exported(tiny_saved_model):
+    model, codec, path = tiny_saved_model
     return model, codec, path, tf.saved_model.load(path)
 
 

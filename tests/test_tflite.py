@@ -5,20 +5,15 @@ import flatbuffers
 import numpy as np
 import pytest
 
-from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
-from keras_hourglass.export import export_saved_model
+from keras_hourglass import MPII, HeatmapCodec
 from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_op_share
 from keras_hourglass.tflite_metadata import FILE_IDENTIFIER, JSON_FILE, LABELS_FILE, read_metadata
-from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    model = build_stacked_hourglass(2, MPII.num_keypoints, **TINY)
-    codec = HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index)
-    path = export_saved_model(model, str(tmp_path_factory.mktemp("tflite") / "model"), codec, MPII.names)
-    return model, codec, path
+def saved_model(tiny_saved_model):
+    return tiny_saved_model
 
 
 def test_float32_matches_the_keras_model(saved_model, tmp_path):

@@ -12,18 +12,13 @@ import time
 import pytest
 
 from keras_hourglass.cli import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_ARGS, one_line_error
 
-TINY_ARGS = ["--filters", "8", "--depth", "2", "--stem-filters", "8,8", "--image-size", "64", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    from keras_hourglass.data.synthetic import generate
-
-    folder = tmp_path_factory.mktemp("synthetic")
-    generate(str(folder), num_train=48, num_valid=16, image_size=(96, 96))
-    return str(folder)
+def synthetic_dir(tiny_synthetic):
+    return tiny_synthetic
 
 
 def read_log(run):
@@ -95,9 +90,7 @@ def test_a_changed_configuration_is_refused(synthetic_dir, tmp_path, capsys):
     (["--epochs", "x"], "--epochs must be an integer, got 'x'"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path):
-    code = train.main([*argv, "--output", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and err.count("\n") == 0, err
+    assert message in one_line_error(train.main, [*argv, "--output", str(tmp_path / "run")], capsys)
 
 
 def test_a_model_with_other_keypoints_is_refused_by_evaluate(synthetic_dir, tmp_path, capsys):

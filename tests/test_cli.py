@@ -1,0 +1,33 @@
+"""The command-line programs: one dispatcher, every flag documented, errors as one line."""
+
+import importlib
+
+import pytest
+
+from keras_hourglass import cli
+from tests.conftest import one_line_error
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_flag_has_a_help_text(command):
+    module = importlib.import_module(cli.COMMANDS[command][0])
+    parser = module.build_parser(f"keras-hourglass {command}")
+    undocumented = [action.option_strings or action.dest for action in parser._actions
+                    if action.dest != "help" and not (action.help or "").strip()]
+    assert not undocumented, f"{command}: {undocumented}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_help_names_the_console_command(command, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main([command, "--help"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: keras-hourglass {command} ")
+
+
+def test_the_dispatcher_lists_and_refuses(capsys):
+    assert cli.main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert all(command in listing for command in cli.COMMANDS)
+    assert "unknown command 'fit'" in one_line_error(cli.main, ["fit"], capsys)
+    assert cli.main([]) == 2 and "usage: keras-hourglass COMMAND" in capsys.readouterr().err
