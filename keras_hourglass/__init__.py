@@ -1,42 +1,47 @@
-"""keras-hourglass: Stacked Hourglass Networks for 2D human pose estimation in Keras 3."""
+"""keras-hourglass: Stacked Hourglass Networks for 2D human pose estimation in Keras 3.
 
-from keras_hourglass.codec import HeatmapCodec, flip_keypoints
-from keras_hourglass.joints import FLIC, MPII, JointSpec, get_joint_spec
-from keras_hourglass.losses import HeatmapMSE
-from keras_hourglass.metrics import (
-    FLIC_PCK_THRESHOLD,
-    PCKH_THRESHOLD,
-    PCKResult,
-    area_under_curve,
-    evaluate_pck,
-    head_normalizer,
-    pck,
-    pck_curve,
-    torso_normalizer,
-)
-from keras_hourglass.model import VARIANTS, build_stacked_hourglass, build_variant, stack_outputs
+The names below are imported on first use (PEP 562), so that `import
+keras_hourglass.cli` and `keras-hourglass COMMAND --help` answer without
+starting TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FLIC",
-    "FLIC_PCK_THRESHOLD",
-    "MPII",
-    "PCKH_THRESHOLD",
-    "VARIANTS",
-    "HeatmapCodec",
-    "HeatmapMSE",
-    "JointSpec",
-    "PCKResult",
-    "area_under_curve",
-    "build_stacked_hourglass",
-    "build_variant",
-    "evaluate_pck",
-    "flip_keypoints",
-    "get_joint_spec",
-    "head_normalizer",
-    "pck",
-    "pck_curve",
-    "stack_outputs",
-    "torso_normalizer",
-]
+_EXPORTS = {
+    "HeatmapCodec": "keras_hourglass.codec",
+    "flip_keypoints": "keras_hourglass.codec",
+    "FLIC": "keras_hourglass.joints",
+    "MPII": "keras_hourglass.joints",
+    "JointSpec": "keras_hourglass.joints",
+    "get_joint_spec": "keras_hourglass.joints",
+    "HeatmapMSE": "keras_hourglass.losses",
+    "FLIC_PCK_THRESHOLD": "keras_hourglass.metrics",
+    "PCKH_THRESHOLD": "keras_hourglass.metrics",
+    "PCKResult": "keras_hourglass.metrics",
+    "area_under_curve": "keras_hourglass.metrics",
+    "evaluate_pck": "keras_hourglass.metrics",
+    "head_normalizer": "keras_hourglass.metrics",
+    "pck": "keras_hourglass.metrics",
+    "pck_curve": "keras_hourglass.metrics",
+    "torso_normalizer": "keras_hourglass.metrics",
+    "VARIANTS": "keras_hourglass.model",
+    "build_stacked_hourglass": "keras_hourglass.model",
+    "build_variant": "keras_hourglass.model",
+    "stack_outputs": "keras_hourglass.model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_hourglass' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -15,17 +15,16 @@ import dataclasses
 import os
 from typing import Any, Callable
 
+from keras_hourglass.joints import DATASETS
+
 DEFAULT_PRESET = "synthetic-small"
 
 
-def _pair(cast=str) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        parts = tuple(cast(v.strip()) for v in str(text).split(",") if v.strip())
-        if len(parts) != 2:
-            raise ValueError(f"two comma-separated values, got {text!r}")
-        return parts
-    parse.__name__ = f"pair of {cast.__name__}"
-    return parse
+def _pair(text: str) -> tuple:
+    parts = tuple(v.strip() for v in str(text).split(",") if v.strip())
+    if len(parts) != 2:
+        raise ValueError(f"two comma-separated values, got {text!r}")
+    return parts
 
 
 def _widths(text: str) -> tuple:
@@ -69,14 +68,14 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("dataset", "mpii", "data set of the annotation files", "data", choices=("mpii", "flic", "coco", "synthetic")),
+    Setting("dataset", "mpii", "data set of the annotation files", "data", choices=DATASETS),
     Setting("train_annotations", None, "training annotation file (.h5, .json, .mat)", "data"),
     Setting("valid_annotations", None, "validation annotation file", "data"),
     Setting("image_dir", None, "folder the annotation files' image names are relative to", "data"),
     Setting("train_split", None, "split of a multi-split training file (FLIC examples.mat: train)", "data"),
     Setting("valid_split", None, "split of a multi-split validation file (FLIC examples.mat: test)", "data"),
     Setting("normalizer_joints", None, "COCO: two joint names whose distance normalises PCK, 'a,b' "
-            "(default: the person box size)", "data", _pair()),
+            "(default: the person box size)", "data", _pair),
     Setting("data_dir", os.path.join("data", "synthetic"), "synthetic: where the data set is (generated if missing)",
             "data"),
     Setting("num_train", 2000, "synthetic: training images to generate", "data", int),

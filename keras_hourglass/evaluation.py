@@ -94,6 +94,7 @@ def predict_records(pose_model: PoseModel, records: PoseRecords, flip_test: bool
 def evaluate_predictions(keypoints, records: PoseRecords, threshold: float | None = None,
                          scores=None) -> Evaluation:
     """Scores keypoints `[N, K, 2]` (project pixels) against `records` with the standard metric and its curve."""
+    records.check_normalizers()
     metric, threshold = standard_metric(records.spec, threshold)
     result = evaluate_pck(keypoints, records.keypoints, records.annotated, records.normalizer, records.spec,
                           threshold, metric)

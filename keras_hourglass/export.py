@@ -80,7 +80,30 @@ def _checked_images(images, dtype_name: str):
         channels_ok = tf.debugging.Assert(tf.equal(shape[-1], 3), [
             f"images must have 3 channels (RGB): [N, height, width, 3] {dtype_name}; got shape", shape])
     with tf.control_dependencies([channels_ok]):
+        sizes_ok = tf.debugging.Assert(tf.reduce_all(shape[:3] > 0), [
+            f"images must hold at least one image of at least 1x1 pixels: [N, height, width, 3] {dtype_name}; "
+            "got shape", shape])
+    with tf.control_dependencies([sizes_ok]):
         return tf.ensure_shape(tf.identity(images), [None, None, None, 3])
+
+
+def _checked_rows(values, name: str, columns: int | None, images):
+    """Checks `[N, columns]` (or `[N]`) of finite values, one row per image, when the graph runs."""
+    shape = tf.shape(values)
+    expected = f"[N, {columns}]" if columns else "[N]"
+    rank = 2 if columns else 1
+    checks = [tf.debugging.Assert(tf.equal(tf.size(shape), rank), [f"{name} must have shape {expected}; got shape",
+                                                                    shape])]
+    with tf.control_dependencies(checks):
+        if columns:
+            checks.append(tf.debugging.Assert(tf.equal(shape[-1], columns), [
+                f"{name} must have shape {expected}; got shape", shape]))
+        checks.append(tf.debugging.Assert(tf.equal(shape[0], tf.shape(images)[0]), [
+            f"{name} must have one row per image; got {name} shape", shape, "and images shape", tf.shape(images)]))
+        checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(values)), [
+            f"{name} must be finite numbers; got", values]))
+    with tf.control_dependencies(checks):
+        return tf.identity(values)
 
 
 class PoseEstimator:
@@ -99,10 +122,12 @@ class PoseEstimator:
         keypoint_names: one name per heatmap channel.
         flip_test: average the heatmaps of the image and its mirror image
             (needs `codec.flip_index`).
+        limbs: pairs of keypoint names joined when drawing the skeleton
+            (the data set's `JointSpec.limbs`), kept in the metadata.
     """
 
     def __init__(self, model: keras.Model, codec: HeatmapCodec, keypoint_names: Sequence[str],
-                 flip_test: bool = False):
+                 flip_test: bool = False, limbs: Sequence[tuple[str, str]] = ()):
         input_size = tuple(model.input_shape[1:3])
         if input_size != tuple(codec.image_size):
             raise ValueError(f"codec.image_size {codec.image_size} differs from the model's input size {input_size}.")
@@ -114,6 +139,10 @@ class PoseEstimator:
         self._call_model = model
         self.codec = codec
         self.keypoint_names = [str(n) for n in keypoint_names]
+        self.limbs = [[str(a), str(b)] for a, b in limbs]
+        unknown = sorted({j for limb in self.limbs for j in limb} - set(self.keypoint_names))
+        if unknown:
+            raise ValueError(f"limbs name joints {unknown} that are not among the keypoint names.")
         self.flip_test = bool(flip_test)
         height, width = codec.image_size
         crops = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
@@ -146,10 +175,8 @@ class PoseEstimator:
 
     def _center_scale(self, images, center, scale):
         images = _checked_images(images, "uint8")
-        tf.debugging.assert_equal(tf.shape(center)[0], tf.shape(images)[0],
-                                  message="center must have one row per image")
-        tf.debugging.assert_equal(tf.shape(scale)[0], tf.shape(images)[0],
-                                  message="scale must have one value per image")
+        center = _checked_rows(center, "center", 2, images)
+        scale = _checked_rows(scale, "scale", None, images)
         tf.debugging.assert_positive(scale, message="scale must be positive")
         matrix = crop_matrix(center, scale, self.codec.image_size)
         crops = warp_image(images, matrix, self.codec.image_size) / 255.0
@@ -159,7 +186,9 @@ class PoseEstimator:
 
     def _boxes(self, images, boxes):
         images = _checked_images(images, "uint8")
-        tf.debugging.assert_equal(tf.shape(boxes)[0], tf.shape(images)[0], message="boxes must have one row per image")
+        boxes = _checked_rows(boxes, "boxes", 4, images)
+        tf.debugging.assert_positive(tf.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]),
+                                     message="boxes must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1")
         return self._center_scale(images, *box_to_center_scale(boxes[:, :2], boxes[:, 2:]))
 
     def _whole_images(self, images):
@@ -174,6 +203,7 @@ class PoseEstimator:
         return {
             "format": "keras_hourglass.pose_estimator/1",
             "keypoint_names": self.keypoint_names,
+            "limbs": self.limbs,
             "codec": self.codec.get_config(),
             "input_size": list(self.codec.image_size),
             "normalization": NORMALIZATION,
@@ -185,9 +215,9 @@ class PoseEstimator:
 
 
 def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypoint_names: Sequence[str],
-                       flip_test: bool = False) -> str:
+                       flip_test: bool = False, limbs: Sequence[tuple[str, str]] = ()) -> str:
     """Writes `model` as a servable SavedModel at `path` (replacing one there); returns `path`."""
-    return save_estimator(PoseEstimator(model, codec, keypoint_names, flip_test), path)
+    return save_estimator(PoseEstimator(model, codec, keypoint_names, flip_test, limbs), path)
 
 
 def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None = None) -> str:

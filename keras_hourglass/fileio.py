@@ -84,3 +84,45 @@ def partial_directory(final: str) -> str:
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
     return temporary
+
+
+class FolderLock:
+    """An exclusive lock on a folder while a run writes into it (`with FolderLock(path): ...`).
+
+    The lock is an `flock` on `<path>/.lock`, which holds the owner's process
+    id for the message. The kernel drops it when the process ends however it
+    ends, so a lock left by a crash or `kill -9` is taken over at once; a
+    second live run into the same folder is refused with a `ValueError`.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        self._file = None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+
+        os.makedirs(self.path, exist_ok=True)
+        lock_path = os.path.join(self.path, self.FILE)
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise ValueError(f"{self.path} is in use by a running process (pid {owner}, {lock_path}); wait for it "
+                             "to finish or choose another --output.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None

@@ -186,6 +186,9 @@ FLIC = JointSpec(
 )
 
 JOINT_SPECS = {spec.name: spec for spec in (MPII, FLIC)}
+# The data sets the loaders read (`keras_hourglass.data.loaders`); synthetic people have MPII's joints,
+# COCO files bring their own.
+DATASETS = ("mpii", "flic", "coco", "synthetic")
 
 
 def get_joint_spec(name: str) -> JointSpec:

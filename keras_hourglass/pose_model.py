@@ -37,6 +37,7 @@ class PoseModel:
         flip_tested: `heatmaps` already averages with the mirror image (a
             SavedModel exported with the flip test); a flip test on top
             would give the same heatmaps at twice the cost.
+        limbs: the skeleton, pairs of keypoint names, where the file keeps one.
     """
 
     heatmaps: Callable
@@ -44,7 +45,8 @@ class PoseModel:
     keypoint_names: list
     source: str
     flip_tested: bool = False
-    owner: object = None  # keeps a loaded SavedModel (and so its variables) alive
+    owner: object = None
+    limbs: tuple = ()  # keeps a loaded SavedModel (and so its variables) alive
 
     @property
     def num_keypoints(self) -> int:
@@ -95,7 +97,8 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
     metadata = read_saved_model_metadata(directory, path)
     loaded = tf.saved_model.load(directory)
     return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
-                     list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded)
+                     list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded,
+                     limbs=tuple(map(tuple, metadata.get("limbs", ()))))
 
 
 def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
@@ -116,4 +119,5 @@ def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
                                     stateful=True)
         return tf.ensure_shape(outputs, heatmap_shape)
 
-    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model)
+    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model,
+                     limbs=tuple(map(tuple, model.metadata.get("limbs", ()))))

@@ -35,12 +35,14 @@ import dataclasses
 import os
 import re
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from keras_hourglass.model import build_stacked_hourglass
 from keras_hourglass.torch_files import load_torch_file
+
+if TYPE_CHECKING:  # keras is imported where a model is built, so that reading a checkpoint stays light
+    import keras
 
 PRINCETON_VL = "princeton-vl"
 PYTORCH_POSE = "pytorch-pose"
@@ -88,6 +90,8 @@ class ReferenceCheckpoint:
 
     def build(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
         """Our builder's model with this checkpoint's weights (see `load_weights`); `mapped_groups` says what went where."""
+        from keras_hourglass.model import build_stacked_hourglass
+
         model = build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
                                         image_size=tuple(image_size), depth=self.depth,
                                         stem_filters=self.stem_filters, input_mean=self.input_mean,
@@ -258,6 +262,8 @@ def load_weights(model: keras.Model, checkpoint: ReferenceCheckpoint) -> list[tu
     merge into the next stack). Raises `ValueError` on a missing key, a
     shape mismatch or a tensor of the file that nothing uses.
     """
+    import keras
+
     state, source = checkpoint.state_dict, checkpoint.source
     used, groups = set(), defaultdict(lambda: [0, 0])
     for layer in model.layers:

@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras_hourglass.export import read_saved_model_metadata
 from keras_hourglass.fileio import write_bytes
 from keras_hourglass.tflite_metadata import (
+    QUANTIZATIONS,
     as_text,
     embed_metadata,
     flatbuffer_utils_module,
@@ -40,7 +41,6 @@ from keras_hourglass.tflite_metadata import (
     signature_subgraph,
 )
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SIGNATURE = "crops"
 
 

@@ -33,6 +33,9 @@ import zipfile
 import flatbuffers
 import numpy as np
 
+# The variants `keras_hourglass.tflite.convert_saved_model` writes; the metadata records which.
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
 STANDARD_NAME = "TFLITE_METADATA"
 JSON_NAME = "keras_hourglass"
 LABELS_FILE = "keypoint_names.txt"

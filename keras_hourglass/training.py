@@ -25,7 +25,7 @@ import sys
 import time
 
 from keras_hourglass.config import Config, config_from_json
-from keras_hourglass.fileio import atomic_path, complete_directory, write_json
+from keras_hourglass.fileio import FolderLock, atomic_path, complete_directory, write_json
 
 
 # Data --------------------------------------------------------------------
@@ -53,6 +53,10 @@ def load_data(config: Config):
     valid = load_records(config.dataset, valid_path, image_dir, config.valid_split, config.normalizer_joints)
     if train.spec.names != valid.spec.names:
         raise ValueError(f"{train.source} and {valid.source} have different joints.")
+    valid.check_normalizers()
+    for records in (train, valid):
+        print(f"checking the images of {records.source}", flush=True)
+        records.check_images()
     return train, valid
 
 
@@ -105,11 +109,17 @@ def build_model(config: Config, num_keypoints: int, steps_per_epoch: int):
 
 
 def prepare_output(config: Config) -> str:
-    """Creates the run folder and writes `config.json`; refuses to mix two configurations in one folder."""
+    """Creates the run folder and writes `config.json`; refuses to mix two configurations in one folder.
+
+    The configuration of a run that has not completed an epoch (one that
+    failed at the start) is replaced, so a corrected command is not refused.
+    """
+    from keras_hourglass.callbacks import latest_resume_state
+
     os.makedirs(config.output, exist_ok=True)
     path = os.path.join(config.output, "config.json")
     resolved = config.to_json()
-    if os.path.isfile(path):
+    if os.path.isfile(path) and latest_resume_state(os.path.join(config.output, "resume")):
         with open(path) as f:
             previous = config_from_json(json.load(f), path).to_json()
         changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
@@ -125,11 +135,11 @@ def make_callbacks(config: Config, valid, codec, strategy):
     from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint
 
     pck = PCKCallback(valid, every=config.eval_every, flip_test=config.flip_test, threshold=config.threshold,
-                      batch_size=config.batch_size, codec=codec)
+                      batch_size=config.batch_size, codec=codec, check_images=False)  # checked by load_data
     writes = strategy.extended.should_checkpoint
     output = config.output if writes else os.path.join(config.output, "scratch", f"worker-{os.getpid()}")
     best = SavedModelCheckpoint(os.path.join(output, "checkpoints"), codec, valid.spec.names, monitor=pck.monitor,
-                                flip_test=config.flip_test)
+                                flip_test=config.flip_test, limbs=valid.spec.limbs)
     resume = ResumeCheckpoint(os.path.join(output, "resume"), stateful={"best": best})
     # The metric first, so that everything after it sees val_pckh in the logs.
     # The resume checkpoint last: an epoch counts as done only once everything else has seen it.
@@ -153,15 +163,14 @@ def truncate_log(path: str, epochs: int) -> None:
             f.writelines(kept)
 
 
-def train(config: Config) -> dict:
-    """Trains (or resumes) a run; returns a summary with the best metric and the paths written."""
+def train(config: Config, train_records, valid) -> dict:
+    """Trains (or resumes) a run on checked records (`load_data`); returns what `finish` needs."""
     import keras
 
     from keras_hourglass import HeatmapCodec, stack_outputs
     from keras_hourglass.callbacks import latest_resume_state
     from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
 
-    train_records, valid = load_data(config)
     prepare_output(config)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -176,7 +185,8 @@ def train(config: Config) -> dict:
     with strategy.scope():
         model = build_model(config, train_records.spec.num_keypoints, steps)
     dataset = build_dataset(train_records, codec, config.batch_size, len(stack_outputs(model.outputs)), training=True,
-                            augmentation=Augmentation() if config.augment else NO_AUGMENTATION, seed=config.seed)
+                            augmentation=Augmentation() if config.augment else NO_AUGMENTATION, seed=config.seed,
+                            check_images=False)  # checked by load_data
     if config.steps_per_epoch:
         dataset = dataset.repeat()
     callbacks, best, resume = make_callbacks(config, valid, codec, strategy)
@@ -229,9 +239,14 @@ def finish(config: Config, run: dict) -> dict:
 
 
 def run_training(config: Config) -> dict:
-    """Trains (or resumes) the run, then evaluates, exports and plots; returns the summary it writes."""
+    """Trains (or resumes) the run, then evaluates, exports and plots; returns the summary it writes.
+
+    The run folder is locked (`FolderLock`) for the whole run: a second run into it is refused.
+    """
     started = time.perf_counter()
-    summary = finish(config, train(config))
-    summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(os.path.join(config.output, "summary.json"), summary)
+    train_records, valid = load_data(config)  # every input checked before anything is written
+    with FolderLock(config.output):
+        summary = finish(config, train(config, train_records, valid))
+        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(os.path.join(config.output, "summary.json"), summary)
     return summary

@@ -1,6 +1,7 @@
 """The command-line programs: one dispatcher, every flag documented, errors as one line."""
 
 import importlib
+import os
 
 import pytest
 
@@ -31,3 +32,17 @@ def test_the_dispatcher_lists_and_refuses(capsys):
     assert all(command in listing for command in cli.COMMANDS)
     assert "unknown command 'fit'" in one_line_error(cli.main, ["fit"], capsys)
     assert cli.main([]) == 2 and "usage: keras-hourglass COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[command, "--help"] for command in sorted(cli.COMMANDS)] + [["train", "--epochs"]])
+def test_help_and_usage_errors_come_before_tensorflow(argv):
+    """`--help` and argument errors answer without importing TensorFlow (fast, and without its log lines)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom keras_hourglass.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+              "    pass\nprint('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.stdout.strip().endswith("False"), result.stdout[-500:]
+    assert "I0000" not in result.stderr and "oneDNN" not in result.stderr, result.stderr[-500:]

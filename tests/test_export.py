@@ -58,6 +58,8 @@ def test_boxes_and_center_scale_signatures_agree(exported):
     (np.zeros((1, 32, 32, 3), np.float32), "uint8"),
     (np.zeros((32, 32, 3), np.uint8), "batch \\[N, height, width, 3\\]"),
     (np.zeros((1, 32, 32, 4), np.uint8), "3 channels"),
+    (np.zeros((1, 240, 0, 3), np.uint8), "at least 1x1 pixels"),
+    (np.zeros((0, 32, 32, 3), np.uint8), "at least one image"),
 ])
 def test_signature_rejects_bad_images(exported, images, message):
     _, _, _, loaded = exported
@@ -70,6 +72,24 @@ def test_center_scale_rejects_mismatched_rows(exported):
     images = tf.zeros((2, 32, 32, 3), tf.uint8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="one row per image"):
         loaded.signatures["center_scale"](images=images, center=tf.zeros((1, 2)), scale=tf.ones((2,)))
+
+
+@pytest.mark.parametrize("signature, inputs, message", [
+    ("boxes", dict(boxes=np.zeros((1, 3), np.float32)), r"boxes must have shape \[N, 4\]"),
+    ("boxes", dict(boxes=np.array([[10, 10, 5, 20]], np.float32)), "x2 > x1 and y2 > y1"),
+    ("boxes", dict(boxes=np.array([[0, 0, np.inf, 20]], np.float32)), "boxes must be finite"),
+    ("center_scale", dict(center=np.array([[np.inf, 3]], np.float32), scale=np.ones(1, np.float32)),
+     "center must be finite"),
+    ("center_scale", dict(center=np.zeros((1, 3), np.float32), scale=np.ones(1, np.float32)),
+     r"center must have shape \[N, 2\]"),
+    ("center_scale", dict(center=np.zeros((1, 2), np.float32), scale=np.array([np.nan], np.float32)),
+     "scale must be finite"),
+])
+def test_person_inputs_are_checked(exported, signature, inputs, message):
+    _, _, _, loaded = exported
+    images = tf.zeros((1, 32, 32, 3), tf.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures[signature](images=images, **{k: tf.constant(v) for k, v in inputs.items()})
 
 
 def test_metadata_and_load_pose_model(exported):

@@ -43,10 +43,11 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         monitor: the log entry to watch.
         mode: `"max"` (PCK) or `"min"` (a loss).
         flip_test: export the signatures with the flip test.
+        limbs: the skeleton (`JointSpec.limbs`), kept in the metadata.
     """
 
     def __init__(self, directory: str, codec: HeatmapCodec, keypoint_names, monitor: str = "val_pckh",
-                 mode: str = "max", flip_test: bool = False, verbose: int = 1):
+                 mode: str = "max", flip_test: bool = False, verbose: int = 1, limbs=()):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
@@ -56,6 +57,7 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.flip_test = flip_test
+        self.limbs = tuple(limbs)
         self.verbose = verbose
         self.best = -math.inf if mode == "max" else math.inf
         self.best_epoch = None
@@ -75,7 +77,7 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
 
     def _export(self, path, epoch, value=None):
         if self._estimator is None:  # one estimator per run: later saves reuse its traced functions
-            self._estimator = PoseEstimator(self.model, self.codec, self.keypoint_names, self.flip_test)
+            self._estimator = PoseEstimator(self.model, self.codec, self.keypoint_names, self.flip_test, self.limbs)
         save_estimator(self._estimator, path,
                        {"checkpoint.json": {"epoch": epoch + 1, "monitor": self.monitor, "value": value}})
 

@@ -39,11 +39,13 @@ class PCKCallback(keras.callbacks.Callback):
         codec: the training codec (its decoding is used); by default one
             with the model's sizes and the reference decoding.
         verbose: print the table after each evaluation.
+        check_images: decode every image once when training starts (off
+            where the caller has checked them).
     """
 
     def __init__(self, records: PoseRecords, every: int = 1, flip_test: bool = False,
                  threshold: float | None = None, batch_size: int = 16, codec: HeatmapCodec | None = None,
-                 verbose: int = 1):
+                 verbose: int = 1, check_images: bool = True):
         super().__init__()
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive number of epochs, got {every!r}.")
@@ -54,6 +56,7 @@ class PCKCallback(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.codec = codec
         self.verbose = verbose
+        self.check_images = check_images
         self.monitor = f"val_{self.metric.lower()}"
         self.log_keys = [self.monitor] + [f"{self.monitor}_{group.lower()}" for group in records.spec.groups]
         self.last_result: PCKResult | None = None
@@ -69,7 +72,9 @@ class PCKCallback(keras.callbacks.Callback):
                               check_images=False).result
 
     def on_train_begin(self, logs=None):
-        self.records.check_images()
+        if self.check_images:
+            self.records.check_images()
+        self.records.check_normalizers()
         self._pose_model = None  # the model may have been rebuilt since the last fit
 
     def on_epoch_end(self, epoch, logs=None):

@@ -8,6 +8,7 @@ found it) into one line `PROG: error: ...` on standard error and exit code 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Callable
 
@@ -21,13 +22,23 @@ COMMANDS = {
 
 
 def run_command(prog: str, function: Callable, args) -> int:
-    """Runs `function(args)`; a `ValueError` becomes one line on standard error and exit code 2."""
+    """Runs `function(args)`; a `ValueError` becomes one line on standard error and exit code 2.
+
+    The commands import TensorFlow only here, after their arguments parsed, with its
+    start-up log lines off unless `TF_CPP_MIN_LOG_LEVEL` says otherwise.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         function(args)
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def normalizer_joint_names(text: str | None) -> tuple | None:
+    """`--normalizer-joints a,b` as a tuple of names (the loader checks that there are two)."""
+    return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def usage() -> str:

@@ -33,21 +33,11 @@ import argparse
 import os
 import time
 
-import keras
 import numpy as np
 
-from keras_hourglass.cli import run_command
-from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.data.loaders import DATASETS, load_records
-from keras_hourglass.data.pipeline import build_eval_dataset
-from keras_hourglass.equalization import equalize_channel_ranges
-from keras_hourglass.evaluation import evaluate_model
-from keras_hourglass.export import export_saved_model, last_output_shape
-from keras_hourglass.fileio import write_json
-from keras_hourglass.joints import get_joint_spec
-from keras_hourglass.pose_model import load_pose_model
-from keras_hourglass.tflite import QUANTIZATIONS, convert_saved_model, int8_op_share
-from keras_hourglass.transforms import SCALE_UNIT
+from keras_hourglass.cli import normalizer_joint_names, run_command
+from keras_hourglass.joints import DATASETS, get_joint_spec
+from keras_hourglass.tflite_metadata import QUANTIZATIONS
 
 
 def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
@@ -68,6 +58,8 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
                              "less), measured on the calibration crops")
     parser.add_argument("--valid", help="annotations of the split to measure parity on")
     parser.add_argument("--image-dir", help="folder the annotation files' image names are relative to")
+    parser.add_argument("--normalizer-joints", help="COCO: two joint names whose distance normalises PCK, 'a,b' "
+                                                    "(as in training; default: the person box size)")
     parser.add_argument("--split", help="split of a multi-split file (FLIC examples.mat): the same for both")
     parser.add_argument("--refine", choices=("quarter", "taylor"), default="taylor",
                         help=".keras only: sub-pixel decoding exported in the graph (default taylor)")
@@ -86,6 +78,12 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     come from the data set of the loaded annotations (`records`), or of
     `--dataset` when none were given.
     """
+    import keras
+
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.equalization import equalize_channel_ranges
+    from keras_hourglass.export import export_saved_model, last_output_shape
+
     if not args.model.endswith(".keras"):
         return args.model, None
     if not os.path.isfile(args.model):
@@ -99,11 +97,14 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
         print(f"equalised the channel ranges of {equalize_channel_ranges(model, crops, args.batch_size)} "
               "groups of tensors", flush=True)
     codec = HeatmapCodec(size, tuple(last_output_shape(model)[1:3]), flip_index=spec.flip_index, refine=args.refine)
-    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test), crops
+    return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test,
+                              spec.limbs), crops
 
 
 def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
     """`count` crops of people drawn at random (seed 0) from `records`, as the model sees them."""
+    from keras_hourglass.data.pipeline import build_eval_dataset
+
     if count < 1:
         raise ValueError(f"--num-calibration must be positive, got {count}.")
     rows = np.sort(np.random.default_rng(0).permutation(len(records))[:count])
@@ -113,11 +114,19 @@ def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
 
 def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray:
     """Distances `[N, K]` between two predictions, in the model's input (crop) pixels."""
+    from keras_hourglass.transforms import SCALE_UNIT
+
     pixels_per_crop_pixel = np.asarray(records.scale) * SCALE_UNIT / max(image_size)
     return np.linalg.norm(keypoints - reference, axis=-1) / pixels_per_crop_pixel[:, None]
 
 
 def run(args: argparse.Namespace) -> dict:
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.evaluation import evaluate_model
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.pose_model import load_pose_model
+    from keras_hourglass.tflite import convert_saved_model, int8_op_share
+
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
     if args.equalize and not args.model.endswith(".keras"):
@@ -126,9 +135,11 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
     calibration = records = None
     if args.calibration:
-        calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split)
+        calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split,
+                                   normalizer_joint_names(args.normalizer_joints))
     if args.valid:
-        records = load_records(args.dataset, args.valid, args.image_dir, args.split)
+        records = load_records(args.dataset, args.valid, args.image_dir, args.split,
+                               normalizer_joint_names(args.normalizer_joints))
     os.makedirs(args.output, exist_ok=True)
     saved_model, crops = source_saved_model(args, records or calibration, calibration)
     source = load_pose_model(saved_model)

@@ -31,13 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_hourglass.cli import run_command
-from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.data.loaders import DATASETS, load_records
-from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
-from keras_hourglass.fileio import write_json
-from keras_hourglass.metrics import CURVE_THRESHOLDS
-from keras_hourglass.pose_model import load_pose_model
+from keras_hourglass.cli import normalizer_joint_names, run_command
+from keras_hourglass.joints import DATASETS
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -66,8 +61,15 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    normalizer_joints = args.normalizer_joints.split(",") if args.normalizer_joints else None
-    records = load_records(args.dataset, args.annotations, args.image_dir, args.split, normalizer_joints)
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.metrics import CURVE_THRESHOLDS
+    from keras_hourglass.pose_model import load_pose_model
+
+    records = load_records(args.dataset, args.annotations, args.image_dir, args.split,
+                           normalizer_joint_names(args.normalizer_joints))
     if args.model:
         pose_model = load_pose_model(args.model, records.spec.names, records.spec.flip_index)
         if args.refine:

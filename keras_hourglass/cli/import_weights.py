@@ -24,12 +24,9 @@ import os
 import shutil
 
 from keras_hourglass.cli import run_command
-from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import export_saved_model
 from keras_hourglass.fileio import PARTIAL, replace_directory, write_json
 from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
 from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
-from keras_hourglass.tflite import convert_saved_model
 
 REPORT_FILE = "import.json"
 # Joint tables by joint count, for checkpoints that name none.
@@ -100,13 +97,17 @@ def run(args: argparse.Namespace) -> dict:
     if checkpoint.input_mean is not None:
         print(f"  input: RGB in [0, 1] minus the mean {tuple(round(m, 4) for m in checkpoint.input_mean)}, "
               "inside the model")
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.export import export_saved_model
+    from keras_hourglass.tflite import convert_saved_model
+
     temporary = output + PARTIAL
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
     model.save(os.path.join(temporary, "model.keras"))
     codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
     saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
-                                     args.flip_test and spec.flip_index is not None)
+                                     args.flip_test and spec.flip_index is not None, spec.limbs)
     if args.tflite:
         convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
     report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,

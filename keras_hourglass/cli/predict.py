@@ -10,26 +10,28 @@ Each image (or every `--every`-th video frame) is taken to show one person
 filling it, as the SavedModel's `serving_default` signature does: the crop is
 the image padded to a square, through the project's one warp
 (`keras_hourglass.transforms`), and keypoints are mapped back to the image's
-pixels. Writes `keypoints.json` (keypoint names and, per image or frame, the
-`(x, y)` pixels and scores) and one overlay PNG per image or frame.
+pixels. Writes `keypoints.json` (keypoint names, the skeleton, per image or
+frame the `(x, y)` pixels and scores, and `failed`: the images that could not
+be read, each with the reason) and one overlay PNG per image or frame.
+
+Every image is decoded whole first (a truncated or garbled file, or one
+smaller than 16 pixels a side, is refused). A bad single image is an error
+(exit status 2); in a folder, the bad ones are named, the others predicted,
+and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-
-import cv2
+import sys
 
 from keras_hourglass.cli import run_command
-from keras_hourglass.fileio import write_json
-from keras_hourglass.inference import crop_predictor, predict_image
-from keras_hourglass.joints import JointSpec, get_joint_spec
-from keras_hourglass.plotting import plot_pose, save_figure
-from keras_hourglass.pose_model import load_pose_model
+from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+MIN_IMAGE_SIDE = 16  # pixels: smaller images cannot show a person the model could find
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="SavedModel folder, .keras or .tflite file")
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video")
     parser.add_argument("--output", required=True, help="folder for keypoints.json and the overlays")
-    parser.add_argument("--dataset", default="mpii", choices=("mpii", "flic"),
+    parser.add_argument("--dataset", default="mpii", choices=tuple(JOINT_SPECS),
                         help="joint names for a .keras model, which carries none (default mpii)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
@@ -46,25 +48,48 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
 
 
 def load_predictor(path: str, spec):
-    """`(predict(crops, transform) -> (keypoints in original pixels, scores), input size, names)`.
+    """`(predict(crops, transform) -> (keypoints in original pixels, scores), input size, PoseModel)`.
 
     `crops` are float32 `[N, S, S, 3]` in `[0, 1]`, `transform` the `[N, 2, 3]`
     maps from crop to original pixels, as in `keras_hourglass.inference`.
     """
+    from keras_hourglass.inference import crop_predictor
+    from keras_hourglass.pose_model import load_pose_model
+
     pose_model = load_pose_model(path, spec.names, spec.flip_index)
     predict = crop_predictor(pose_model)
     return (lambda crops, transform: tuple(t.numpy() for t in predict(crops, transform)),
-            tuple(pose_model.codec.image_size), pose_model.keypoint_names)
+            tuple(pose_model.codec.image_size), pose_model)
+
+
+def read_image(path: str):
+    """`(RGB uint8 image, None)`, or `(None, what is wrong)`: the file must decode whole and hold a person-sized image."""
+    import cv2
+
+    from keras_hourglass.data.records import image_file_problem
+
+    problem = image_file_problem(path)
+    if problem:
+        return None, problem
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        return None, f"{path}: cannot decode the image"
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        return None, (f"{path}: the image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a person "
+                      f"(at least {MIN_IMAGE_SIDE} pixels a side)")
+    return image[..., ::-1], None
 
 
 def frames(path: str, every: int = 1):
-    """Yields `(name, RGB uint8 image)` for an image, a folder of images or a video."""
+    """Yields `(name, RGB uint8 image or None, problem or None)` for an image, a folder of images or a video."""
+    import cv2
+
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise ValueError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder.")
         for name in names:
-            yield from frames(os.path.join(path, name))
+            yield (name, *read_image(os.path.join(path, name)))
         return
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file or folder.")
@@ -79,29 +104,39 @@ def frames(path: str, every: int = 1):
             if not ok:
                 break
             if index % every == 0:
-                yield f"{os.path.basename(path)}#frame{index:06d}", frame[..., ::-1]
+                yield f"{os.path.basename(path)}#frame{index:06d}", frame[..., ::-1], None
             index += 1
         video.release()
         return
     if extension not in IMAGE_EXTENSIONS:
         raise ValueError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)}) or video "
                          f"({', '.join(VIDEO_EXTENSIONS)}).")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot decode the image.")
-    yield os.path.basename(path), image[..., ::-1]
+    image, problem = read_image(path)
+    if problem:
+        raise ValueError(problem + ".")
+    yield os.path.basename(path), image, None
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Predicts every image or frame; a bad one in a folder is named and skipped, and `failed` counts them."""
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.inference import predict_image
+    from keras_hourglass.plotting import plot_pose, save_figure
+
     if args.every < 1:
         raise ValueError(f"--every must be positive, got {args.every}.")
     spec = get_joint_spec(args.dataset)
-    predict, size, names = load_predictor(args.model, spec)
-    if list(names) != list(spec.names):  # a SavedModel of another skeleton: names only, no limbs
-        spec = JointSpec("custom", tuple(names))
+    predict, size, pose_model = load_predictor(args.model, spec)
+    names = pose_model.keypoint_names
+    if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
+        spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
     os.makedirs(args.output, exist_ok=True)
-    results = []
-    for name, image in frames(args.input, args.every):
+    results, failed = [], []
+    for name, image, problem in frames(args.input, args.every):
+        if problem:
+            print(f"error: {problem}; skipped", file=sys.stderr)
+            failed.append({"source": name, "error": problem})
+            continue
         keypoints, scores = predict_image(predict, size, image)
         entry = {"source": name, "keypoints": keypoints.round(2).tolist(), "scores": scores.round(4).tolist()}
         if not args.no_overlays:
@@ -109,11 +144,15 @@ def run(args: argparse.Namespace) -> dict:
             entry["overlay"] = save_figure(plot_pose(image, keypoints, spec, scores, title=name),
                                            os.path.join(args.output, f"{stem}.png"))
         results.append(entry)
-    report = {"model": args.model, "keypoint_names": list(names), "input_size": list(size), "results": results}
+    report = {"model": args.model, "keypoint_names": list(names), "limbs": [list(limb) for limb in spec.limbs],
+              "input_size": list(size), "results": results, "failed": failed}
     path = write_json(os.path.join(args.output, "keypoints.json"), report, indent=1)
-    print(f"{len(results)} image(s) -> {path}")
+    print(f"{len(results)} image(s) -> {path}" + (f"; {len(failed)} failed (listed there)" if failed else ""))
     return report
 
 
 def main(argv=None, prog: str = "predict.py") -> int:
-    return run_command(prog, run, build_parser(prog).parse_args(argv))
+    """Exit status 0, 2 for bad arguments or input, 1 when some images of a folder failed (named in the JSON)."""
+    outcome = {}
+    code = run_command(prog, lambda args: outcome.update(run(args)), build_parser(prog).parse_args(argv))
+    return 1 if code == 0 and outcome.get("failed") else code

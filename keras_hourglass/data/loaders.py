@@ -27,6 +27,7 @@ from keras_hourglass.data.coco import load_coco
 from keras_hourglass.data.flic import load_flic_h5, load_flic_mat
 from keras_hourglass.data.mpii import load_mpii_detections, load_mpii_h5, load_mpii_json, load_mpii_release
 from keras_hourglass.data.records import PoseRecords
+from keras_hourglass.joints import DATASETS
 
 
 def _mat_fields(path) -> set:
@@ -36,7 +37,6 @@ def _mat_fields(path) -> set:
         raise ValueError(f"{path}: not a readable MATLAB file ({error}).") from None
 
 
-DATASETS = ("mpii", "flic", "coco", "synthetic")
 _LOADERS = {
     ("mpii", ".h5"): lambda path, image_dir, split: load_mpii_h5(path, image_dir),
     ("mpii", ".json"): lambda path, image_dir, split: load_mpii_json(path, image_dir),
@@ -68,9 +68,15 @@ def load_records(dataset: str, path: str, image_dir: str | None = None, split: s
                          f"expected one of {', '.join(known)}.")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: annotation file not found.")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path}: annotation file not readable (permission denied).")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: annotation file is empty (0 bytes).")
     if image_dir is not None and not os.path.isdir(image_dir):
         raise ValueError(f"{image_dir}: image directory not found.")
     if normalizer_joints is not None:
+        if len(tuple(normalizer_joints)) != 2:
+            raise ValueError(f"normalizer joints must be two joint names, 'a,b'; got {list(normalizer_joints)}.")
         if dataset != "coco":
             raise ValueError(f"normalizer_joints applies to coco files only; {dataset} carries its own normaliser.")
         return loader(path, image_dir, split, normalizer_joints=tuple(normalizer_joints))
