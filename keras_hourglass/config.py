@@ -199,7 +199,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         scaled = sorted({round(e * values["epochs"] / preset_epochs) for e in values["lr_decay_epochs"]})
         values["lr_decay_epochs"] = tuple(e for e in scaled if 0 < e < values["epochs"])
         if values["lr_decay_epochs"] != preset_drops:
-            print(f"learning-rate drops moved with --epochs {values['epochs']}: epochs {values['lr_decay_epochs']}")
+            drops = ", ".join(map(str, values["lr_decay_epochs"])) or "none (too few epochs)"
+            print(f"the preset's learning-rate drops {preset_drops} scaled to --epochs {values['epochs']}: {drops}")
     config = Config(**values)
     if config.output is None:
         config.output = os.path.join("runs", config.preset)

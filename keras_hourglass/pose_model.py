@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from typing import Callable, Sequence
 
 import keras
@@ -74,6 +75,23 @@ def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], fli
     return PoseModel(heatmaps, codec, list(keypoint_names), source, owner=model)
 
 
+def load_keras_model(path: str) -> keras.Model:
+    """A `.keras` file's model (uncompiled); a missing, damaged or foreign file is a `ValueError` naming it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such .keras file.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras file (a .keras file is a zip archive).")
+    with zipfile.ZipFile(path) as archive:
+        missing = sorted({"config.json", "model.weights.h5"} - set(archive.namelist()))
+    if missing:
+        raise ValueError(f"{path}: not a complete .keras file (no {', '.join(missing)} in the archive).")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: the .keras file cannot be loaded ({reason}).") from None
+
+
 def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
     """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
 
@@ -85,9 +103,7 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
     if str(path).endswith(".tflite"):
         return load_tflite_pose_model(path)
     if str(path).endswith(".keras"):
-        if not os.path.isfile(path):
-            raise ValueError(f"{path}: no such .keras file.")
-        model = keras.saving.load_model(path, compile=False)
+        model = load_keras_model(path)
         if keypoint_names is None:
             raise ValueError(f"{path}: a .keras file has no keypoint names; pass keypoint_names.")
         return pose_model_from_keras(model, keypoint_names, flip_index, source=path)

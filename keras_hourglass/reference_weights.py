@@ -129,6 +129,13 @@ def detect_format(state_dict: dict, source: str) -> str:
                      f"pass --format to force one of {', '.join(FORMATS)}.")
 
 
+def _detected_or_none(state_dict: dict, source: str) -> str | None:
+    try:
+        return detect_format(state_dict, source)
+    except ValueError:
+        return None
+
+
 def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint:
     """Reads a reference checkpoint (`.pth`/`.pt`/`.pth.tar`, either torch format, or `.safetensors`).
 
@@ -161,7 +168,11 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         if not isinstance(value, np.ndarray):
             raise ValueError(f"{path}: state_dict entry {key!r} is a {type(value).__name__}, not a tensor.")
     state_dict = _strip_prefix(state_dict)
-    format = format or detect_format(state_dict, path)
+    detected = detect_format(state_dict, path) if format is None else _detected_or_none(state_dict, path)
+    if format is not None and detected not in (None, format):
+        raise ValueError(f"{path}: --format {format} was given, but the key names are {detected}'s "
+                         f"(first key {next(iter(state_dict))!r}); leave --format out to detect it.")
+    format = format or detected
     info = {k: _plain(content[k]) for k in ("epoch", "arch", "best_acc") if isinstance(content, dict) and k in content}
     s = state_dict
     if format == PRINCETON_VL:

@@ -163,7 +163,10 @@ def make_interpreter(model_path: str, num_threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=model_path, num_threads=num_threads)
+    try:
+        return Interpreter(model_path=model_path, num_threads=num_threads)
+    except ValueError as error:
+        raise ValueError(f"{model_path}: not a TFLite model ({str(error).splitlines()[0]}).") from None
 
 
 class TFLitePoseModel:
@@ -175,8 +178,12 @@ class TFLitePoseModel:
     def __init__(self, model_path: str, num_threads: int = 2):
         self.path = model_path
         self.interpreter = make_interpreter(model_path, num_threads)
-        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.metadata = read_metadata(model_path)
+        try:
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        except ValueError:
+            raise ValueError(f"{model_path}: no {SIGNATURE!r} signature; convert the model with "
+                             "keras_hourglass.tflite.convert_saved_model.") from None
 
     def predict(self, crops) -> dict:
         crops = np.asarray(crops, np.float32)

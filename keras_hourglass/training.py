@@ -14,7 +14,8 @@ Run folder: `config.json`, `training_log.csv` (losses per stack and the
 validation metric per epoch), `tensorboard/`, `checkpoints/best` and
 `checkpoints/last` (SavedModels with serving signatures), `resume/`, and
 after training `eval/` (table, predictions, plots), `model.tflite`,
-`training_curves.png` and `summary.json`.
+`training_curves.png` and `summary.json` (`train_seconds` sums the runs that
+finished; `total_seconds` is the last invocation's).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def prepare_output(config: Config) -> str:
             previous = config_from_json(json.load(f), path).to_json()
         changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
         if changed:
-            raise ValueError(f"{config.output} holds a run with a different configuration ({', '.join(changed)} "
-                             "differ); resume it with the same command or choose another --output.")
+            raise ValueError(f"{config.output} holds a run with another configuration (changed: {', '.join(changed)}); "
+                             "resume it with the same command or choose another --output.")
     return write_json(path, resolved)
 
 
@@ -246,7 +247,13 @@ def run_training(config: Config) -> dict:
     started = time.perf_counter()
     train_records, valid = load_data(config)  # every input checked before anything is written
     with FolderLock(config.output):
+        path = os.path.join(config.output, "summary.json")
+        earlier = 0.0  # a finished run started again evaluates and exports only: keep its training time
+        if os.path.isfile(path):
+            with open(path) as f:
+                earlier = float(json.load(f).get("train_seconds", 0.0))
         summary = finish(config, train(config, train_records, valid))
+        summary["train_seconds"] = round(summary["train_seconds"] + earlier, 1)
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(os.path.join(config.output, "summary.json"), summary)
+        write_json(path, summary)
     return summary

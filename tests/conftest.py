@@ -4,6 +4,7 @@
 * `tiny_saved_model`: one exported SavedModel of it with MPII's joints, shared by a session's tests.
 * `tiny_synthetic`: a 48 + 16 person synthetic data set.
 * `one_line_error`: runs a command's `main` and checks it failed with one `error:` line.
+* `write_image`, `corrupt_jpeg`: image files for input tests.
 """
 
 import os
@@ -29,12 +30,42 @@ def tiny_model(num_stacks: int = 2, num_keypoints: int = 16):
     return build_stacked_hourglass(num_stacks, num_keypoints, **TINY)
 
 
+# Tolerances say what matters to a user, not what one CPU's vector unit happened to round to:
+GREY_LEVEL = 1 / 255  # one grey level of an image in [0, 1]
+PIXEL_TOLERANCE = 1e-3  # keypoints: a thousandth of a pixel
+RELATIVE_TOLERANCE = 1e-5  # network outputs: of their largest magnitude (float32 sums in any order)
+
+
+def assert_close_to_scale(actual, expected, fraction: float = RELATIVE_TOLERANCE, **kwargs):
+    """`actual` equals `expected` to `fraction` of the largest magnitude in `expected`."""
+    import numpy as np
+
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=fraction * max(float(np.abs(expected).max()), 1e-12),
+                               **kwargs)
+
+
 def one_line_error(main, argv, capsys) -> str:
     """Runs `main(argv)`, asserts exit code 2 with exactly one line on standard error; returns that line."""
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err and err.count("\n") == 0, (code, err)
     return err
+
+
+def corrupt_jpeg(path):
+    """Garbles the middle of a JPEG's compressed data: the file keeps its markers, but no decoder can read it."""
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 100] = b"\xff\x3f" * 50
+    open(path, "wb").write(bytes(data))
+
+
+def write_image(path, height, width):
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (height, width, 3)).astype(np.uint8))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,17 @@ def test_model_flops_counts_every_convolution():
     assert model_flops(model) == 2 * (8 * 8 * 27 * 4 + 4 * 4 * 4 * 6)
 
 
-def test_seconds_per_call_calls_warmup_then_steps():
+def test_seconds_per_call_calls_warmup_then_steps_and_takes_the_median_or_best():
+    import time
+
+    durations = iter([0.5, 0.5, 0.03, 0.01, 0.02])  # two warm-up calls (not timed), then three timed ones
     calls = []
-    assert seconds_per_call(lambda: calls.append(1), steps=3, warmup=2) >= 0
-    assert len(calls) == 5
+
+    def work():
+        calls.append(1)
+        time.sleep(next(durations))
+
+    median = seconds_per_call(work, steps=3, warmup=2)
+    assert len(calls) == 5 and 0.02 <= median < 0.03  # the warm-up's 0.5 s are not counted
+    durations = iter([0.0, 0.03, 0.01, 0.02])
+    assert 0.01 <= seconds_per_call(work, steps=3, warmup=1, best=True) < 0.02

@@ -31,7 +31,8 @@ def test_the_dispatcher_lists_and_refuses(capsys):
     listing = capsys.readouterr().out
     assert all(command in listing for command in cli.COMMANDS)
     assert "unknown command 'fit'" in one_line_error(cli.main, ["fit"], capsys)
-    assert cli.main([]) == 2 and "usage: keras-hourglass COMMAND" in capsys.readouterr().err
+    assert cli.main([]) == 2 and "usage: keras-hourglass [--version] COMMAND" in capsys.readouterr().err
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out.startswith("keras-hourglass 0.")
 
 
 @pytest.mark.parametrize("argv", [[command, "--help"] for command in sorted(cli.COMMANDS)] + [["train", "--epochs"]])

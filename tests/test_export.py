@@ -8,7 +8,7 @@ from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
 from keras_hourglass.export import METADATA_FILE, PoseEstimator
 from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, warp_image
-from tests.conftest import TINY
+from tests.conftest import PIXEL_TOLERANCE, TINY, assert_close_to_scale
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_boxes_and_center_scale_signatures_agree(exported):
     by_box = loaded.signatures["boxes"](images=images, boxes=boxes)
     by_scale = loaded.signatures["center_scale"](images=images, center=tf.constant([[20.0, 25.0]]),
                                                  scale=tf.constant([0.25]))
-    np.testing.assert_allclose(by_box["keypoints"], by_scale["keypoints"], atol=1e-4)
+    np.testing.assert_allclose(by_box["keypoints"], by_scale["keypoints"], atol=PIXEL_TOLERANCE)
 
 
 @pytest.mark.parametrize("images, message", [
@@ -107,7 +107,7 @@ def test_flip_test_export_averages_with_the_mirror(tmp_path):
     estimator = PoseEstimator(model, codec, MPII.names, flip_test=True)
     crops = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
     expected = codec.flip_test(lambda x: model(x, training=False), crops)
-    np.testing.assert_allclose(estimator.heatmaps(crops), expected, atol=1e-5)
+    assert_close_to_scale(estimator.heatmaps(crops), expected)
 
 
 def test_estimator_checks_its_arguments():

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY
 from keras_hourglass.losses import HeatmapMSE
 from keras_hourglass.model import build_stacked_hourglass
+from tests.conftest import TINY
 
 
 def test_unweighted_loss_is_the_plain_mean():

@@ -43,7 +43,7 @@ def normalizer_joint_names(text: str | None) -> tuple | None:
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: keras-hourglass COMMAND [--help | ARGS ...]", "", "commands:"]
+    lines = ["usage: keras-hourglass [--version] COMMAND [--help | ARGS ...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -51,6 +51,11 @@ def usage() -> str:
 def main(argv=None) -> int:
     """`keras-hourglass COMMAND ARGS`: dispatches to the command's `main`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":
+        from keras_hourglass import __version__
+
+        print(f"keras-hourglass {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

@@ -78,18 +78,15 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     come from the data set of the loaded annotations (`records`), or of
     `--dataset` when none were given.
     """
-    import keras
-
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.equalization import equalize_channel_ranges
     from keras_hourglass.export import export_saved_model, last_output_shape
+    from keras_hourglass.pose_model import load_keras_model
 
     if not args.model.endswith(".keras"):
         return args.model, None
-    if not os.path.isfile(args.model):
-        raise ValueError(f"{args.model}: no such .keras file.")
     spec = records.spec if records is not None else get_joint_spec("mpii" if args.dataset == "synthetic" else args.dataset)
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_keras_model(args.model)
     size = tuple(model.input_shape[1:3])
     crops = None
     if args.equalize:

@@ -104,11 +104,14 @@ def run(args: argparse.Namespace) -> dict:
     temporary = output + PARTIAL
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
+    print(f"writing {temporary}/ (renamed to {args.output} when complete): model.keras", flush=True)
     model.save(os.path.join(temporary, "model.keras"))
     codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
+    print("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")"), flush=True)
     saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
                                      args.flip_test and spec.flip_index is not None, spec.limbs)
     if args.tflite:
+        print("  model.tflite (float32)", flush=True)
         convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
     report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
               "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,

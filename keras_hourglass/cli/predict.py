@@ -42,12 +42,15 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for keypoints.json and the overlays")
     parser.add_argument("--dataset", default="mpii", choices=tuple(JOINT_SPECS),
                         help="joint names for a .keras model, which carries none (default mpii)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="average with the mirrored image's heatmaps, as training evaluates (default on; a model "
+                             "with the flip test in its graph is not flipped twice; off for joints without left/right)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     return parser
 
 
-def load_predictor(path: str, spec):
+def load_predictor(path: str, spec, flip_test: bool = True):
     """`(predict(crops, transform) -> (keypoints in original pixels, scores), input size, PoseModel)`.
 
     `crops` are float32 `[N, S, S, 3]` in `[0, 1]`, `transform` the `[N, 2, 3]`
@@ -57,7 +60,7 @@ def load_predictor(path: str, spec):
     from keras_hourglass.pose_model import load_pose_model
 
     pose_model = load_pose_model(path, spec.names, spec.flip_index)
-    predict = crop_predictor(pose_model)
+    predict = crop_predictor(pose_model, flip_test and pose_model.codec.flip_index is not None)
     return (lambda crops, transform: tuple(t.numpy() for t in predict(crops, transform)),
             tuple(pose_model.codec.image_size), pose_model)
 
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.every < 1:
         raise ValueError(f"--every must be positive, got {args.every}.")
     spec = get_joint_spec(args.dataset)
-    predict, size, pose_model = load_predictor(args.model, spec)
+    predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
     names = pose_model.keypoint_names
     if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
         spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
