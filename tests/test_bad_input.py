@@ -137,3 +137,30 @@ def test_predict_on_a_folder_names_the_bad_images_and_predicts_the_rest(saved_mo
     assert [r["source"] for r in report["results"]] == ["a.jpg", "b.png"]
     assert [f["source"] for f in report["failed"]] == ["z.jpg"] and "cannot be decoded" in report["failed"][0]["error"]
     assert sorted(p.name for p in output.glob("*.png")) == ["a.png", "b.png"]
+
+
+def test_a_model_of_other_joints_is_refused_by_name(tiny_synthetic, tmp_path, capsys):
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.export import export_saved_model
+    from tests.conftest import TINY, tiny_model
+
+    names = [f"joint_{i}" for i in range(16)]  # 16 channels, but not MPII's joints
+    saved = export_saved_model(tiny_model(1, 16), str(tmp_path / "other"), HeatmapCodec(TINY["image_size"]), names)
+    err = one_line_error(evaluate.main, ["--model", saved, "--dataset", "synthetic", "--annotations",
+                                         os.path.join(tiny_synthetic, "valid.h5"), "--image-dir",
+                                         os.path.join(tiny_synthetic, "images")], capsys)
+    assert "channel 0 is 'joint_0' in the model and 'r_ankle' in the annotations" in err
+
+
+def test_convert_takes_the_normaliser_of_training(tmp_path, capsys):
+    from keras_hourglass.cli import convert
+
+    err = one_line_error(convert.main, ["--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "out"),
+                                        "--dataset", "coco", "--valid", str(tmp_path / "v.json"),
+                                        "--normalizer-joints", "left_hip", "--quantization", "float32"], capsys)
+    assert "v.json: annotation file not found" in err
+    (tmp_path / "v.json").write_text("{}")
+    err = one_line_error(convert.main, ["--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "out"),
+                                        "--dataset", "coco", "--valid", str(tmp_path / "v.json"),
+                                        "--normalizer-joints", "left_hip", "--quantization", "float32"], capsys)
+    assert "normalizer joints must be two joint names" in err
