@@ -20,6 +20,7 @@ finished; `total_seconds` is the last invocation's).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -62,6 +63,20 @@ def load_data(config: Config):
 
 
 # Model -------------------------------------------------------------------
+
+
+def is_chief(config: Config) -> bool:
+    """Whether this process writes the run folder: always, except a non-chief worker of `--strategy multiworker`."""
+    if config.strategy != "multiworker":
+        return True
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except json.JSONDecodeError:
+        raise ValueError("TF_CONFIG is not valid JSON.") from None
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
 def make_strategy(name: str):
@@ -246,7 +261,9 @@ def run_training(config: Config) -> dict:
     """
     started = time.perf_counter()
     train_records, valid = load_data(config)  # every input checked before anything is written
-    with FolderLock(config.output):
+    # Multi-worker: only the chief writes the run folder (the others write to scratch folders), so only it locks.
+    lock = FolderLock(config.output) if is_chief(config) else contextlib.nullcontext()
+    with lock:
         path = os.path.join(config.output, "summary.json")
         earlier = 0.0  # a finished run started again evaluates and exports only: keep its training time
         if os.path.isfile(path):
