@@ -70,10 +70,10 @@ def is_chief(config: Config) -> bool:
     if config.strategy != "multiworker":
         return True
     try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError:
         raise ValueError("TF_CONFIG is not valid JSON.") from None
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if "chief" in cluster:
         return task.get("type") == "chief"
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
