@@ -213,6 +213,11 @@ def check_config(config: Config) -> None:
     for name in ("batch_size", "epochs", "eval_every", "image_size", "num_train", "num_valid"):
         if getattr(config, name) < 1:
             raise ValueError(f"{SETTINGS_BY_NAME[name].flag} must be positive, got {getattr(config, name)}.")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        raise ValueError(f"--steps-per-epoch must be positive (leave it out for one pass), got {config.steps_per_epoch}.")
+    if config.image_size % 4:
+        raise ValueError(f"--image-size must be a multiple of 4 (heatmaps are a quarter of the input; the model "
+                         f"needs a multiple of 2^(depth + 2)), got {config.image_size}.")
     for name in ("learning_rate", "sigma"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{SETTINGS_BY_NAME[name].flag} must be positive, got {getattr(config, name)}.")

@@ -100,10 +100,12 @@ class FolderLock:
     def __init__(self, path: str):
         self.path = os.fspath(path)
         self._file = None
+        self._created = False
 
     def __enter__(self) -> "FolderLock":
         import fcntl
 
+        self._created = not os.path.isdir(self.path)
         os.makedirs(self.path, exist_ok=True)
         lock_path = os.path.join(self.path, self.FILE)
         handle = open(lock_path, "a+")
@@ -126,3 +128,28 @@ class FolderLock:
         if self._file is not None:
             self._file.close()  # closing releases the flock
             self._file = None
+            # A run that failed before writing anything leaves no folder behind.
+            if self._created and os.listdir(self.path) == [self.FILE]:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Sends what C libraries print to standard error (file descriptor 2) to /dev/null for the block.
+
+    For the messages that TensorFlow prints while it starts and that libjpeg prints for a damaged
+    file, which the caller reports itself, in one line. Python exceptions still propagate.
+    """
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -100,6 +100,8 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
     set's `JointSpec`. For a SavedModel or a `.tflite` file they come from
     its metadata.
     """
+    if not os.path.exists(path) and complete_directory(path) is None:
+        raise ValueError(f"{path}: no such model file or folder.")
     if str(path).endswith(".tflite"):
         return load_tflite_pose_model(path)
     if str(path).endswith(".keras"):

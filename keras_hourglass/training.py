@@ -187,7 +187,6 @@ def train(config: Config, train_records, valid) -> dict:
     from keras_hourglass.callbacks import latest_resume_state
     from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
 
-    prepare_output(config)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -205,6 +204,7 @@ def train(config: Config, train_records, valid) -> dict:
                             check_images=False)  # checked by load_data
     if config.steps_per_epoch:
         dataset = dataset.repeat()
+    prepare_output(config)  # only once the data, model and pipeline have been built without error
     callbacks, best, resume = make_callbacks(config, valid, codec, strategy)
     resume.set_model(model)
     initial_epoch = 0

@@ -155,12 +155,34 @@ def test_a_model_of_other_joints_is_refused_by_name(tiny_synthetic, tmp_path, ca
 def test_convert_takes_the_normaliser_of_training(tmp_path, capsys):
     from keras_hourglass.cli import convert
 
-    err = one_line_error(convert.main, ["--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "out"),
-                                        "--dataset", "coco", "--valid", str(tmp_path / "v.json"),
-                                        "--normalizer-joints", "left_hip", "--quantization", "float32"], capsys)
-    assert "v.json: annotation file not found" in err
+    from tests.conftest import ROOT
+
+    argv = ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"), "--output", str(tmp_path / "out"),
+            "--dataset", "coco", "--valid", str(tmp_path / "v.json"), "--normalizer-joints", "left_hip",
+            "--quantization", "float32"]
+    assert "v.json: annotation file not found" in one_line_error(convert.main, argv, capsys)
     (tmp_path / "v.json").write_text("{}")
-    err = one_line_error(convert.main, ["--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "out"),
-                                        "--dataset", "coco", "--valid", str(tmp_path / "v.json"),
-                                        "--normalizer-joints", "left_hip", "--quantization", "float32"], capsys)
-    assert "normalizer joints must be two joint names" in err
+    assert "normalizer joints must be two joint names" in one_line_error(convert.main, argv, capsys)
+    assert not (tmp_path / "out").exists()  # nothing written before the inputs are known to be good
+
+
+def test_errors_after_tensorflow_starts_are_still_one_line(tmp_path):
+    """TensorFlow's start-up lines and libjpeg's warnings do not drown the command's one error line."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    image = tmp_path / "bad.jpg"
+    write_image(image, 40, 30)
+    corrupt_jpeg(image)
+    garbage = tmp_path / "m.tflite"
+    garbage.write_text("hello" * 50)
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for script, argv in (("evaluate.py", ["--model", str(garbage), "--annotations", str(tmp_path / "none.h5")]),
+                         ("predict.py", ["--model", str(garbage), "--input", str(image), "--output",
+                                         str(tmp_path / "out")])):
+        result = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True,
+                                env=environment, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{script}: error: "), lines

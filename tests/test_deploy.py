@@ -89,7 +89,7 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     assert "--quantization int8 needs --calibration" in capsys.readouterr().err
     assert convert.main(["--model", str(tmp_path / "none.keras"), "--output", str(tmp_path),
                          "--quantization", "float32"]) == 2
-    assert "none.keras: no such .keras file" in capsys.readouterr().err
+    assert "none.keras: no such model file or folder" in capsys.readouterr().err
 
 
 def test_a_saved_model_from_training_converts_as_it_is(synthetic, tmp_path, capsys):

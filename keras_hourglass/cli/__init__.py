@@ -36,6 +36,24 @@ def run_command(prog: str, function: Callable, args) -> int:
     return 0
 
 
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow and Keras with their start-up lines silenced (a no-op once they are imported).
+
+    TensorFlow 2.21 prints `I0000`/`E0000` lines before its logging starts, whatever
+    `TF_CPP_MIN_LOG_LEVEL` says; a command's output, and its one error line, should not
+    drown in them. `TF_CPP_MIN_LOG_LEVEL=0` keeps them.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    from keras_hourglass.fileio import quiet_stderr
+
+    with quiet_stderr():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # looks for GPUs now, and says nothing when it finds none
+
+
 def normalizer_joint_names(text: str | None) -> tuple | None:
     """`--normalizer-joints a,b` as a tuple of names (the loader checks that there are two)."""
     return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from keras_hourglass.cli import normalizer_joint_names, run_command
+from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command
 from keras_hourglass.joints import DATASETS, get_joint_spec
 from keras_hourglass.tflite_metadata import QUANTIZATIONS
 
@@ -118,18 +118,23 @@ def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray
 
 
 def run(args: argparse.Namespace) -> dict:
-    from keras_hourglass.data.loaders import load_records
-    from keras_hourglass.evaluation import evaluate_model
-    from keras_hourglass.fileio import write_json
-    from keras_hourglass.pose_model import load_pose_model
-    from keras_hourglass.tflite import convert_saved_model, int8_op_share
-
+    if not os.path.exists(args.model):
+        raise ValueError(f"{args.model}: no such model file or folder.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}.")
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
     if args.equalize and not args.model.endswith(".keras"):
         raise ValueError(f"--equalize needs the Keras model (a .keras file); {args.model} is a SavedModel.")
     if args.equalize and not args.calibration:
         raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
+    quiet_tensorflow()
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.evaluation import evaluate_model
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.pose_model import load_pose_model
+    from keras_hourglass.tflite import convert_saved_model, int8_op_share
+
     calibration = records = None
     if args.calibration:
         calibration = load_records(args.dataset, args.calibration, args.image_dir, args.split,
@@ -137,7 +142,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.valid:
         records = load_records(args.dataset, args.valid, args.image_dir, args.split,
                                normalizer_joint_names(args.normalizer_joints))
-    os.makedirs(args.output, exist_ok=True)
     saved_model, crops = source_saved_model(args, records or calibration, calibration)
     source = load_pose_model(saved_model)
     image_size = tuple(source.codec.image_size)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_hourglass.cli import normalizer_joint_names, run_command
+from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command
 from keras_hourglass.joints import DATASETS
 
 
@@ -61,6 +61,9 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}.")
+    quiet_tensorflow()
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions

@@ -23,7 +23,7 @@ import argparse
 import os
 import shutil
 
-from keras_hourglass.cli import run_command
+from keras_hourglass.cli import quiet_tensorflow, run_command
 from keras_hourglass.fileio import PARTIAL, replace_directory, write_json
 from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
 from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     if os.path.exists(output) and not os.path.isfile(os.path.join(output, REPORT_FILE)):
         raise ValueError(f"{args.output} exists and was not written by an import; choose another --output.")
     checkpoint = read_checkpoint(args.checkpoint, args.format)
+    quiet_tensorflow()
     divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more
     if args.image_size < divisor or args.image_size % divisor:
         raise ValueError(f"--image-size must be a positive multiple of {divisor} for this checkpoint's depth "

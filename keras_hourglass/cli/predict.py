@@ -26,7 +26,7 @@ import argparse
 import os
 import sys
 
-from keras_hourglass.cli import run_command
+from keras_hourglass.cli import quiet_tensorflow, run_command
 from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -71,10 +71,13 @@ def read_image(path: str):
 
     from keras_hourglass.data.records import image_file_problem
 
-    problem = image_file_problem(path)
+    from keras_hourglass.fileio import quiet_stderr
+
+    with quiet_stderr():  # libjpeg's own warnings: the problem is reported below, in one line
+        problem = image_file_problem(path)
+        image = None if problem else cv2.imread(path, cv2.IMREAD_COLOR)
     if problem:
         return None, problem
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None, f"{path}: cannot decode the image"
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
@@ -122,19 +125,21 @@ def frames(path: str, every: int = 1):
 
 def run(args: argparse.Namespace) -> dict:
     """Predicts every image or frame; a bad one in a folder is named and skipped, and `failed` counts them."""
+    if args.every < 1:
+        raise ValueError(f"--every must be positive, got {args.every}.")
+    if not os.path.exists(args.input):
+        raise ValueError(f"{args.input}: no such file or folder.")
+    quiet_tensorflow()
     from keras_hourglass.fileio import write_json
     from keras_hourglass.inference import predict_image
     from keras_hourglass.plotting import plot_pose, save_figure
 
-    if args.every < 1:
-        raise ValueError(f"--every must be positive, got {args.every}.")
     spec = get_joint_spec(args.dataset)
     predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
     names = pose_model.keypoint_names
     if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
         spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
-    os.makedirs(args.output, exist_ok=True)
-    results, failed = [], []
+    results, failed, overlays = [], [], set()
     for name, image, problem in frames(args.input, args.every):
         if problem:
             print(f"error: {problem}; skipped", file=sys.stderr)
@@ -143,7 +148,10 @@ def run(args: argparse.Namespace) -> dict:
         keypoints, scores = predict_image(predict, size, image)
         entry = {"source": name, "keypoints": keypoints.round(2).tolist(), "scores": scores.round(4).tolist()}
         if not args.no_overlays:
-            stem = os.path.splitext(name.replace("#", "_"))[0]
+            stem, extension = os.path.splitext(name.replace("#", "_"))
+            if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
+                stem = f"{stem}_{extension.lstrip('.')}"
+            overlays.add(stem)
             entry["overlay"] = save_figure(plot_pose(image, keypoints, spec, scores, title=name),
                                            os.path.join(args.output, f"{stem}.png"))
         results.append(entry)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from keras_hourglass.cli import run_command
+from keras_hourglass.cli import quiet_tensorflow, run_command
 from keras_hourglass.config import PRESETS, add_arguments, resolve_config
 
 
@@ -36,9 +36,11 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    config = resolve_config(args)
+    quiet_tensorflow()
     from keras_hourglass.training import run_training
 
-    summary = run_training(resolve_config(args))
+    summary = run_training(config)
     shown = {k: v for k, v in summary.items() if k != "groups"}
     print(f"done in {summary['total_seconds']:.0f} s: {json.dumps(shown)}")
     return summary

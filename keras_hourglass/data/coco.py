@@ -76,6 +76,12 @@ def load_coco(
         category = matches[0]
     spec = spec or spec_from_category(category, name=os.path.splitext(os.path.basename(path))[0])
     num_keypoints = spec.num_keypoints
+    if normalizer_joints is not None:
+        unknown = [j for j in normalizer_joints if j not in spec.names]
+        if unknown or len(set(normalizer_joints)) != 2:
+            raise ValueError(f"{path}: the normalizer joints must be two different joints of this file; got "
+                             f"{list(normalizer_joints)}" + (f" ({unknown} unknown)" if unknown else "")
+                             + f"; its joints are {', '.join(spec.names)}.")
     pair = None if normalizer_joints is None else spec.indices(normalizer_joints)
     columns = {k: [] for k in ("image", "keypoints", "annotated", "visible", "center", "scale", "normalizer", "id")}
     for annotation in annotations:

@@ -152,7 +152,10 @@ class PoseRecords:
         first_row = {}
         for row, path in enumerate(self.image_path):
             first_row.setdefault(path, row)
-        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        from keras_hourglass.fileio import quiet_stderr
+
+        # libjpeg prints its own warnings for damaged files; each problem is reported below, by name.
+        with quiet_stderr(), ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
             problems = [(row, problem) for row, problem in zip(first_row.values(), pool.map(image_file_problem, first_row))
                         if problem]
         if problems:
