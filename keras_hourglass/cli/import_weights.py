@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 from keras_hourglass.cli import quiet_tensorflow, run_command
-from keras_hourglass.fileio import PARTIAL, replace_directory, write_json
+from keras_hourglass.fileio import partial_directory, replace_directory, write_json
 from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
 from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
 
@@ -102,9 +101,7 @@ def run(args: argparse.Namespace) -> dict:
     from keras_hourglass.export import export_saved_model
     from keras_hourglass.tflite import convert_saved_model
 
-    temporary = output + PARTIAL
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
+    temporary = partial_directory(output)
     print(f"writing {temporary}/ (renamed to {args.output} when complete): model.keras", flush=True)
     model.save(os.path.join(temporary, "model.keras"))
     codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
