@@ -237,7 +237,7 @@ def finish(config: Config, run: dict) -> dict:
     if config.evaluate and best_path:
         valid = run["valid"]
         evaluation = evaluate_model(load_pose_model(best_path), valid, config.flip_test, config.batch_size,
-                                    config.threshold)
+                                    config.threshold, check_images=False)  # decoded once, by load_data
         evaluation.write(os.path.join(config.output, "eval"), valid, label=config.preset)
         result = evaluation.result
         print(f"\n{best_path} on {valid.source} ({len(valid)} people, flip test {'on' if config.flip_test else 'off'}):")
