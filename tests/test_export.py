@@ -123,7 +123,7 @@ def test_estimator_checks_its_arguments():
 def test_load_pose_model_names_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="not a SavedModel"):
         load_pose_model(str(tmp_path))
-    with pytest.raises(ValueError, match="no such .keras file"):
+    with pytest.raises(ValueError, match="missing.keras: no such model file or folder"):
         load_pose_model(str(tmp_path / "missing.keras"))
 
 
