@@ -46,8 +46,8 @@ class PoseModel:
     keypoint_names: list
     source: str
     flip_tested: bool = False
-    owner: object = None
-    limbs: tuple = ()  # keeps a loaded SavedModel (and so its variables) alive
+    owner: object = None  # keeps a loaded SavedModel (and so its variables) alive
+    limbs: tuple = ()
 
     @property
     def num_keypoints(self) -> int:
