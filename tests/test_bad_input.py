@@ -111,7 +111,7 @@ def saved_model(tiny_saved_model):
     (lambda p: (write_image(p, 40, 30), corrupt_jpeg(p)), "cannot be decoded"),
     (lambda p: (write_image(p, 40, 30), p.write_bytes(p.read_bytes()[:200])), "truncated"),
     (lambda p: write_image(p, 1, 1), "1x1 pixels, too small"),
-    (lambda p: p.write_bytes(b""), "neither a JPEG nor a PNG"),
+    (lambda p: p.write_bytes(b""), "neither a JPEG, a PNG nor a BMP"),
 ])
 def test_predict_refuses_a_bad_image(saved_model, tmp_path, capsys, make, message):
     image = tmp_path / "bad.jpg"

@@ -167,10 +167,23 @@ class PoseRecords:
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START = b"\x89PNG\r\n\x1a\n"
+BMP_START = b"BM"
 
 
 def image_file_problem(path: str) -> str | None:
-    """What is wrong with an image file, or None: it must be a JPEG (with its end marker) or a PNG that decodes."""
+    """What is wrong with an image file, or None: a JPEG (with its end marker), PNG or BMP that decodes.
+
+    JPEGs are decoded at 1/8 scale, which still reads every byte of the compressed data.
+    """
+    return read_image(path, ratio=8)[1]
+
+
+def read_image(path: str, ratio: int = 1):
+    """`(RGB uint8 array [height, width, 3], None)`, or `(None, what is wrong)`, decoded by TensorFlow.
+
+    The decoder is the one the pipeline uses, so a file it reads here is one training can read.
+    `ratio` (1, 2, 4 or 8) scales a JPEG down while decoding.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -179,32 +192,26 @@ def image_file_problem(path: str) -> str | None:
             f.seek(max(0, size - 16))
             tail = f.read()
     except FileNotFoundError:
-        return f"image file not found: {path}"
+        return None, f"image file not found: {path}"
     except OSError as error:
-        return f"cannot read image file {path}: {error}"
-    if head.startswith(JPEG_START):
-        # Some writers pad after the end-of-image marker.
-        if JPEG_END not in tail:
-            return f"JPEG file {path} is truncated (no end-of-image marker)"
-    elif not head.startswith(PNG_START):
-        return f"{path} is neither a JPEG nor a PNG file"
-    return decode_problem(path, jpeg=head.startswith(JPEG_START))
-
-
-def decode_problem(path: str, jpeg: bool) -> str | None:
-    """Why TensorFlow cannot decode the image file, or None."""
+        return None, f"cannot read image file {path}: {error}"
+    jpeg = head.startswith(JPEG_START)
+    if jpeg and JPEG_END not in tail:  # some writers pad after the end-of-image marker
+        return None, f"JPEG file {path} is truncated (no end-of-image marker)"
+    if not (jpeg or head.startswith(PNG_START) or head.startswith(BMP_START)):
+        return None, f"{path} is neither a JPEG, a PNG nor a BMP file"
     import tensorflow as tf
 
     try:
         data = tf.io.read_file(path)
         if jpeg:
-            tf.io.decode_jpeg(data, ratio=8)
+            image = tf.io.decode_jpeg(data, channels=3, ratio=ratio)
         else:
-            tf.io.decode_png(data)
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
         reason = error.message.splitlines()[0].split("} ")[-1].strip()
-        return f"image file {path} cannot be decoded ({reason})"
-    return None
+        return None, f"image file {path} cannot be decoded ({reason})"
+    return image.numpy(), None
 
 
 def read_h5(path: str, required: Sequence[str], kind: str) -> dict:
