@@ -119,6 +119,13 @@ SETTINGS = (
     Setting("xla", False, "jit_compile the training step", "scale", bool),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+# Settings that name places, which may differ between the machines of one multi-worker run.
+PATH_SETTINGS = ("train_annotations", "valid_annotations", "image_dir", "data_dir", "output")
+
+
+def changed_settings(previous: dict, resolved: dict, ignore=()) -> list[str]:
+    """The names of the settings whose values differ between two `Config.to_json()` dicts."""
+    return sorted(k for k in set(previous) | set(resolved) if k not in ignore and previous.get(k) != resolved.get(k))
 
 PRESETS = {
     # The embedded default: a CPU-sized model on the procedural data set, sized

@@ -20,21 +20,25 @@ finished; `total_seconds` is the last invocation's).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 
-from keras_hourglass.config import Config, config_from_json
+from keras_hourglass.config import PATH_SETTINGS, Config, changed_settings, config_from_json
 from keras_hourglass.fileio import FolderLock, atomic_path, complete_directory, write_json
 
 
 # Data --------------------------------------------------------------------
 
 
-def load_data(config: Config):
-    """(train records, valid records); generates the synthetic data set if it is missing."""
+def load_data(config: Config, prepare: bool = True):
+    """(train records, valid records); generates the synthetic data set if it is missing.
+
+    With `prepare=False` (a multi-worker run's other workers, once the chief
+    has prepared and checked the data) nothing is generated or decoded.
+    """
     from keras_hourglass.data.loaders import load_records
 
     if config.dataset == "synthetic":
@@ -44,6 +48,9 @@ def load_data(config: Config):
         valid_path = config.valid_annotations or os.path.join(config.data_dir, "valid.h5")
         image_dir = config.image_dir or os.path.join(config.data_dir, "images")
         if not (os.path.isfile(train_path) and os.path.isfile(valid_path)):
+            if not prepare:
+                raise ValueError(f"{train_path} or {valid_path} is not here, though the chief has prepared it: "
+                                 "--data-dir must be on storage that every worker sees.")
             if config.train_annotations or config.valid_annotations:
                 raise ValueError(f"synthetic annotation file not found: {train_path} or {valid_path}.")
             print(f"generating the synthetic data set in {config.data_dir} "
@@ -56,27 +63,13 @@ def load_data(config: Config):
     if train.spec.names != valid.spec.names:
         raise ValueError(f"{train.source} and {valid.source} have different joints.")
     valid.check_normalizers()
-    for records in (train, valid):
+    for records in (train, valid) if prepare else ():
         print(f"checking the images of {records.source}", flush=True)
         records.check_images()
     return train, valid
 
 
 # Model -------------------------------------------------------------------
-
-
-def is_chief(config: Config) -> bool:
-    """Whether this process writes the run folder: always, except a non-chief worker of `--strategy multiworker`."""
-    if config.strategy != "multiworker":
-        return True
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    except json.JSONDecodeError:
-        raise ValueError("TF_CONFIG is not valid JSON.") from None
-    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
-    if "chief" in cluster:
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
 def make_strategy(name: str):
@@ -121,6 +114,41 @@ def build_model(config: Config, num_keypoints: int, steps_per_epoch: int):
 
 
 
+def training_dataset(config: Config, records, codec, num_stacks: int, strategy):
+    """(the training batches, one replica's batch spec); under a multi-worker strategy, one shard per worker.
+
+    `--batch-size` is the global batch: each step, every one of the
+    strategy's replicas takes `batch_size / replicas` people. On one machine
+    (`default`, `mirrored`) the strategy splits each global batch. With
+    `multiworker`, each worker's input pipeline reads its own shard of the
+    people (`build_dataset`'s `shard`), so no person is read twice in an
+    epoch and no worker decodes images that another one trains on.
+    """
+    import tensorflow as tf
+
+    from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
+
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas.")
+    augmentation = Augmentation() if config.augment else NO_AUGMENTATION
+
+    def pipeline(batch_size: int, shard=(1, 0)):
+        dataset = build_dataset(records, codec, batch_size, num_stacks, training=True, augmentation=augmentation,
+                                seed=config.seed, check_images=False, shard=shard)  # checked by load_data
+        return dataset.repeat() if config.steps_per_epoch else dataset
+
+    replica_spec = pipeline(config.batch_size // replicas).element_spec  # builds a graph only, reads nothing
+    if config.strategy != "multiworker":
+        return pipeline(config.batch_size), replica_spec
+
+    def worker_pipeline(context: tf.distribute.InputContext):
+        return pipeline(context.get_per_replica_batch_size(config.batch_size),
+                        (context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(worker_pipeline), replica_spec
+
+
 # The run -----------------------------------------------------------------
 
 
@@ -138,22 +166,22 @@ def prepare_output(config: Config) -> str:
     if os.path.isfile(path) and latest_resume_state(os.path.join(config.output, "resume")):
         with open(path) as f:
             previous = config_from_json(json.load(f), path).to_json()
-        changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+        changed = changed_settings(previous, resolved)
         if changed:
             raise ValueError(f"{config.output} holds a run with another configuration (changed: {', '.join(changed)}); "
                              "resume it with the same command or choose another --output.")
     return write_json(path, resolved)
 
 
-def make_callbacks(config: Config, valid, codec, strategy):
+def make_callbacks(config: Config, valid, codec, output: str):
+    """The run's callbacks, writing under `output` (the run folder, or a non-chief worker's temporary folder)."""
     import keras
 
     from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint
 
     pck = PCKCallback(valid, every=config.eval_every, flip_test=config.flip_test, threshold=config.threshold,
                       batch_size=config.batch_size, codec=codec, check_images=False)  # checked by load_data
-    writes = strategy.extended.should_checkpoint
-    output = config.output if writes else os.path.join(config.output, "scratch", f"worker-{os.getpid()}")
+    os.makedirs(output, exist_ok=True)
     best = SavedModelCheckpoint(os.path.join(output, "checkpoints"), codec, valid.spec.names, monitor=pck.monitor,
                                 flip_test=config.flip_test, limbs=valid.spec.limbs)
     resume = ResumeCheckpoint(os.path.join(output, "resume"), stateful={"best": best})
@@ -179,19 +207,23 @@ def truncate_log(path: str, epochs: int) -> None:
             f.writelines(kept)
 
 
-def train(config: Config, train_records, valid) -> dict:
-    """Trains (or resumes) a run on checked records (`load_data`); returns what `finish` needs."""
+def train(config: Config, train_records, valid, strategy, worker, output: str) -> dict:
+    """Trains (or resumes) a run on checked records (`load_data`); returns what `finish` needs.
+
+    `output` is where this process's callbacks write: the run folder on the
+    chief (and on a single machine), a temporary folder on the other workers
+    of a multi-worker run. Every worker resumes from the chief's state in
+    the run folder, so all start from the same weights.
+    """
     import keras
 
     from keras_hourglass import HeatmapCodec, stack_outputs
     from keras_hourglass.callbacks import latest_resume_state
-    from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
+    from keras_hourglass.distributed import distribute_fit, weights_digest
 
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = make_strategy(config.strategy)
-    print(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
     codec = HeatmapCodec((config.image_size, config.image_size), sigma=config.sigma,
                          flip_index=train_records.spec.flip_index, refine=config.refine)
     steps = config.steps_per_epoch or len(train_records) // config.batch_size
@@ -199,19 +231,24 @@ def train(config: Config, train_records, valid) -> dict:
         raise ValueError(f"{train_records.source}: {len(train_records)} people make no full batch of {config.batch_size}.")
     with strategy.scope():
         model = build_model(config, train_records.spec.num_keypoints, steps)
-    dataset = build_dataset(train_records, codec, config.batch_size, len(stack_outputs(model.outputs)), training=True,
-                            augmentation=Augmentation() if config.augment else NO_AUGMENTATION, seed=config.seed,
-                            check_images=False)  # checked by load_data
-    if config.steps_per_epoch:
-        dataset = dataset.repeat()
-    prepare_output(config)  # only once the data, model and pipeline have been built without error
-    callbacks, best, resume = make_callbacks(config, valid, codec, strategy)
+    dataset, element_spec = training_dataset(config, train_records, codec, len(stack_outputs(model.outputs)),
+                                             strategy)
+    distribute_fit(model, strategy, element_spec)
+    if worker.chief:
+        prepare_output(config)  # only once the data, model and pipeline have been built without error
+    callbacks, best, resume = make_callbacks(config, valid, codec, output)
+    if worker.distributed:  # the weights of workers in step are equal, byte for byte
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+            f"epoch {epoch + 1}: weights {weights_digest(model)} after step {int(model.optimizer.iterations.numpy())} "
+            f"on {worker}", flush=True)))
     resume.set_model(model)
     initial_epoch = 0
-    latest = latest_resume_state(resume.directory)
+    latest = latest_resume_state(os.path.join(config.output, "resume"))
     if latest:
-        initial_epoch = resume.restore(latest)
-        truncate_log(os.path.join(config.output, "training_log.csv"), initial_epoch)
+        with strategy.scope():  # the optimizer's variables are built here, for every replica
+            initial_epoch = resume.restore(latest)
+        if worker.chief:
+            truncate_log(os.path.join(config.output, "training_log.csv"), initial_epoch)
         print(f"resuming {config.output} from {latest} (epoch {initial_epoch} of {config.epochs})")
     start = time.perf_counter()
     if initial_epoch < config.epochs:
@@ -257,20 +294,41 @@ def finish(config: Config, run: dict) -> dict:
 def run_training(config: Config) -> dict:
     """Trains (or resumes) the run, then evaluates, exports and plots; returns the summary it writes.
 
-    The run folder is locked (`FolderLock`) for the whole run: a second run into it is refused.
+    The run folder is locked (`FolderLock`) for the whole run: a second run
+    into it is refused. Under `--strategy multiworker` (see
+    `keras_hourglass.distributed`) the other workers check that their
+    command matches the chief's, wait for the chief to prepare the data,
+    train in step with it, write only to a temporary folder that they delete
+    at the end, and return `{"worker": ...}` without evaluating or exporting.
     """
+    from keras_hourglass.distributed import chief_first, describe_worker, failures_named, publish_from_chief
+
     started = time.perf_counter()
-    train_records, valid = load_data(config)  # every input checked before anything is written
-    # Multi-worker: only the chief writes the run folder (the others write to scratch folders), so only it locks.
-    lock = FolderLock(config.output) if is_chief(config) else contextlib.nullcontext()
-    with lock:
-        path = os.path.join(config.output, "summary.json")
-        earlier = 0.0  # a finished run started again evaluates and exports only: keep its training time
-        if os.path.isfile(path):
-            with open(path) as f:
-                earlier = float(json.load(f).get("train_seconds", 0.0))
-        summary = finish(config, train(config, train_records, valid))
-        summary["train_seconds"] = round(summary["train_seconds"] + earlier, 1)
-        summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(path, summary)
+    strategy = make_strategy(config.strategy)  # first: a multi-worker runtime must start before any TensorFlow op
+    worker = describe_worker(strategy)
+    print(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
+          + (f"; this is worker {worker.index} of {worker.count}" if worker.distributed else ""), flush=True)
+    with failures_named(worker):
+        chief_config = json.loads(publish_from_chief(worker, "config", json.dumps(config.to_json())))
+        changed = changed_settings(chief_config, config.to_json(), ignore=PATH_SETTINGS)
+        if changed:
+            raise ValueError(f"{worker}: this command differs from the chief's in {', '.join(changed)}; "
+                             "start every worker with the same command.")
+        # Every input checked before anything is written; generated and checked once, by the chief.
+        train_records, valid = chief_first(worker, "prepare the data", lambda: load_data(config),
+                                           lambda: load_data(config, prepare=False))
+        if not worker.chief:
+            with tempfile.TemporaryDirectory(prefix=f"keras-hourglass-worker-{worker.index}-") as scratch:
+                train(config, train_records, valid, strategy, worker, scratch)
+            return {"worker": str(worker), "total_seconds": round(time.perf_counter() - started, 1)}
+        with FolderLock(config.output):
+            path = os.path.join(config.output, "summary.json")
+            earlier = 0.0  # a finished run started again evaluates and exports only: keep its training time
+            if os.path.isfile(path):
+                with open(path) as f:
+                    earlier = float(json.load(f).get("train_seconds", 0.0))
+            summary = finish(config, train(config, train_records, valid, strategy, worker, config.output))
+            summary["train_seconds"] = round(summary["train_seconds"] + earlier, 1)
+            summary["total_seconds"] = round(time.perf_counter() - started, 1)
+            write_json(path, summary)
     return summary

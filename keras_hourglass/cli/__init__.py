@@ -2,7 +2,9 @@
 
 Each command is a module here with `main(argv=None, prog=...)`: it parses
 its flags, runs, and turns a `ValueError` (bad input, named by the code that
-found it) into one line `PROG: error: ...` on standard error and exit code 2.
+found it) into one line `PROG: error: ...` on standard error and exit code 2,
+and a stopped multi-worker run (`TrainingStopped`: a worker died) into one
+such line and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import importlib
 import os
 import sys
 from typing import Callable
+
+from keras_hourglass.distributed import TrainingStopped
 
 COMMANDS = {
     "train": ("keras_hourglass.cli.train", "train a model (default: the synthetic demo)"),
@@ -22,7 +26,7 @@ COMMANDS = {
 
 
 def run_command(prog: str, function: Callable, args) -> int:
-    """Runs `function(args)`; a `ValueError` becomes one line on standard error and exit code 2.
+    """Runs `function(args)`; a `ValueError` becomes one line on standard error and exit code 2 (1 for `TrainingStopped`).
 
     The commands import TensorFlow only here, after their arguments parsed, with its
     start-up log lines off unless `TF_CPP_MIN_LOG_LEVEL` says otherwise.
@@ -33,6 +37,9 @@ def run_command(prog: str, function: Callable, args) -> int:
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

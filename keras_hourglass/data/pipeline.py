@@ -187,6 +187,7 @@ def build_dataset(
     augmentation: Augmentation = Augmentation(),
     seed: int | None = None,
     check_images: bool = True,
+    shard: tuple[int, int] = (1, 0),
 ) -> tf.data.Dataset:
     """Training batches `(images, heatmaps per stack, weights per stack)`.
 
@@ -201,15 +202,27 @@ def build_dataset(
         seed: makes shuffling and augmentation reproducible.
         check_images: first check that every image exists and is complete
             (reads a few bytes of each), so a bad file fails with its name.
+        shard: `(count, index)`: this input pipeline reads only the people
+            whose position in `records` is `index` modulo `count`, before
+            shuffling, so that `count` pipelines (one per worker of a
+            multi-worker run) share no person within an epoch. Each shard
+            draws its own augmentation (the seed is offset by `index`).
     """
     _check(records, codec, batch_size, num_stacks)
+    count, index = shard
+    if not (isinstance(count, int) and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"shard must be (count, index) with 0 <= index < count, got {shard!r}.")
+    if training and len(records) // count < batch_size:
+        raise ValueError(f"{records.source}: {len(records)} people over {count} shard(s) make no full batch "
+                         f"of {batch_size}.")
     if check_images:
         records.check_images()
     flip_index = records.spec.flip_index
-    dataset = records_dataset(records)
+    dataset = records_dataset(records).shard(count, index)
     if training:
-        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        shard_seed = None if seed is None else seed + index
+        dataset = dataset.shuffle(-(-len(records) // count), seed=shard_seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=shard_seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda example, s: sample_augmentation(example, s, augmentation), num_parallel_calls=AUTOTUNE
         )

@@ -1,0 +1,183 @@
+"""`--strategy multiworker` for real: two `train.py` processes with their own TF_CONFIG over loopback.
+
+Each test starts the same command twice, as a user starts it on two
+machines; the run folder and the data folder are shared, as the README asks.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, TINY_ARGS
+
+# Long enough for start-up, data generation and tracing on 2 loaded cores; a hang fails instead of blocking CI.
+WORKER_TIMEOUT = 420
+# A dead worker must stop the other one within this many seconds (measured: about 10 to 20).
+FAILURE_DETECTION_BOUND = 120
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(tmp_path, args, attempt: str) -> list:
+    """Two workers of one cluster; worker i logs to `worker<i>-<attempt>.log` and has its own TMPDIR."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        temporary = tmp_path / f"tmp{index}"
+        temporary.mkdir(exist_ok=True)
+        tf_config = '{"cluster": %s, "task": {"type": "worker", "index": %d}}' % (str(cluster).replace("'", '"'), index)
+        env = dict(os.environ, TF_CONFIG=tf_config, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
+        log = open(tmp_path / f"worker{index}-{attempt}.log", "w")
+        process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        process.log_path = log.name
+        log.close()
+        workers.append(process)
+    return workers
+
+
+def finish(workers) -> list[str]:
+    for process in workers:
+        try:
+            process.wait(timeout=WORKER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for other in workers:
+                other.kill()
+            pytest.fail(f"a worker hung; logs: {[open(p.log_path).read()[-2000:] for p in workers]}")
+    return [open(process.log_path).read() for process in workers]
+
+
+def digests(log: str) -> list[tuple]:
+    return re.findall(r"epoch (\d+): weights (\w+) after step (\d+)", log)
+
+
+def command(tmp_path, *extra) -> list[str]:
+    return [*TINY_ARGS, "--data-dir", str(tmp_path / "data"), "--num-train", "32", "--num-valid", "8",
+            "--output", str(tmp_path / "run"), "--strategy", "multiworker", "--no-flip-test", "--no-export-tflite",
+            "--steps-per-epoch", "2", *extra]
+
+
+@pytest.mark.slow
+def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
+    logs = finish(start_workers(tmp_path, command(tmp_path, "--epochs", "2"), "first"))
+    for index, log in enumerate(logs):
+        assert "Traceback" not in log, log[-3000:]
+        assert f"this is worker {index} of 2" in log
+    chief, other = logs
+    # Equal weights and optimizer state after every epoch; the schedule counted global steps (2 per epoch).
+    assert digests(chief) == digests(other) and [d[2] for d in digests(chief)] == ["2", "4"], (digests(chief),
+                                                                                                 digests(other))
+    # The validation metric is the same on both workers.
+    metric = r"val_pckh improved from \S+ to (\S+);"
+    assert re.findall(metric, chief) == re.findall(metric, other) and re.findall(metric, chief)
+    # Data prepared once, by the chief.
+    assert "generating the synthetic data set" in chief and "generating" not in other
+    assert "checking the images" in chief and "checking the images" not in other
+    # The chief wrote the run folder; the other worker wrote only to its temporary folder, and removed it.
+    run = tmp_path / "run"
+    assert sorted(os.listdir(run)) == sorted([".lock", "config.json", "training_log.csv", "tensorboard", "checkpoints",
+                                               "resume", "eval", "training_curves.png", "summary.json"])
+    assert (run / "checkpoints" / "best" / "saved_model.pb").is_file()
+    assert (run / "checkpoints" / "last" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(run / "resume")) == ["epoch-0002"]
+    assert len((run / "training_log.csv").read_text().splitlines()) == 3
+    assert f"saving SavedModel to {tmp_path / 'tmp1'}" in other
+    assert os.listdir(tmp_path / "tmp1") == []
+    assert "done in" in chief and '"worker": "CollectiveAllReduceStrategy worker 1 of 2"' in other
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_other_and_the_job_resumes(tmp_path):
+    args = command(tmp_path, "--epochs", "2", "--no-evaluate")
+    chief, other = start_workers(tmp_path, args, "killed")
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while "Epoch 2/2" not in open(other.log_path).read():  # the second epoch has begun: kill during it
+        assert other.poll() is None and time.monotonic() < deadline, open(other.log_path).read()[-3000:]
+        time.sleep(0.2)
+    other.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    try:
+        chief.wait(timeout=FAILURE_DETECTION_BOUND)
+    except subprocess.TimeoutExpired:
+        chief.kill()
+        pytest.fail(f"the chief did not stop within {FAILURE_DETECTION_BOUND} s of the other worker's death")
+    print(f"the chief stopped {time.monotonic() - killed_at:.1f} s after the kill")
+    log = open(chief.log_path).read()
+    errors = [line for line in log.splitlines() if line.startswith("train.py: error:")]
+    assert chief.returncode == 1 and len(errors) == 1, log[-3000:]
+    assert "CollectiveAllReduceStrategy worker 0 of 2" in errors[0] and "worker 1 stopped responding" in errors[0]
+    assert "Traceback" not in log and "tf.Tensor" not in log and "PerReplica" not in log
+
+    chief_log, other_log = finish(start_workers(tmp_path, args, "resumed"))
+    run = tmp_path / "run"
+    assert f"from {run / 'resume' / 'epoch-0001'} (epoch 1 of 2)" in chief_log, chief_log[-3000:]
+    assert f"from {run / 'resume' / 'epoch-0001'} (epoch 1 of 2)" in other_log, other_log[-3000:]
+    assert digests(chief_log) == digests(other_log) and [d[0::2] for d in digests(chief_log)] == [("2", "4")]
+    rows = [line.split(",")[0] for line in (run / "training_log.csv").read_text().splitlines()[1:]]
+    assert rows == ["0", "1"]
+    assert sorted(os.listdir(run / "resume")) == ["epoch-0002"]
+
+
+def test_each_worker_reads_its_own_shard_once_per_epoch(tiny_synthetic):
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.data.pipeline import NO_AUGMENTATION, build_dataset
+
+    records = load_records("synthetic", os.path.join(tiny_synthetic, "train.h5"), os.path.join(tiny_synthetic, "images"))
+    codec = HeatmapCodec((32, 32), flip_index=records.spec.flip_index)
+
+    def images(shard):
+        dataset = build_dataset(records, codec, 4, 1, augmentation=NO_AUGMENTATION, seed=0, check_images=False,
+                                shard=shard)
+        return {np.round(image, 3).tobytes() for batch, _, _ in dataset for image in batch.numpy()}
+
+    everyone, first, second = images((1, 0)), images((2, 0)), images((2, 1))
+    assert len(everyone) == len(records) == 48
+    assert len(first) == len(second) == 24 and not first & second and first | second == everyone
+
+
+@pytest.mark.parametrize("shard", [(2, 2), (0, 0), (2, -1)])
+def test_a_bad_shard_is_refused(tiny_synthetic, shard):
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.data.pipeline import build_dataset
+
+    records = load_records("synthetic", os.path.join(tiny_synthetic, "train.h5"), os.path.join(tiny_synthetic, "images"))
+    with pytest.raises(ValueError, match="shard must be"):
+        build_dataset(records, HeatmapCodec((32, 32)), 4, 1, check_images=False, shard=shard)
+
+
+def test_a_failure_is_one_line_that_names_the_dead_worker():
+    import tensorflow as tf
+
+    from keras_hourglass.distributed import Worker, failure_cause
+
+    chief = Worker("CollectiveAllReduceStrategy", 0, 2)
+    reset = ("Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call last):\n"
+             '  File "train.py", line 8\nrecvmsg:Connection reset by peer\nAdditional GRPC error information from '
+             "remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf:\n"
+             "\t [[{{node CollectiveReduceV2}}]] [Op:__inference_multi_step_on_iterator_123]")
+    cause = failure_cause(tf.errors.UnavailableError(None, None, reset), chief)
+    assert cause.startswith("worker 1 stopped responding (connection reset by peer") and "\n" not in cause
+    other = Worker("CollectiveAllReduceStrategy", 1, 2, chief=False)
+    heartbeats = ("The following tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:0\n"
+                  "The tasks have crashed.")
+    assert failure_cause(tf.errors.UnavailableError(None, None, heartbeats), other).startswith("worker 0 stopped")
+    graph = 'Graph execution error:\n\nDetected at node X defined at:\n  File "a.py"\nthe real cause\n [[{{node X}}]]'
+    assert failure_cause(tf.errors.InternalError(None, None, graph), chief) == "the real cause"
