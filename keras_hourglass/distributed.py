@@ -217,3 +217,20 @@ def weights_digest(model) -> str:
     for weight in model.weights + (model.optimizer.variables if model.optimizer is not None else []):
         digest.update(weight.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def loopback_cluster(count: int) -> list[str]:
+    """`TF_CONFIG` values for `count` workers on free ports of 127.0.0.1 (worker 0 first): a cluster on one machine."""
+    import json
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+            for index in range(count)]

@@ -177,7 +177,7 @@ def make_callbacks(config: Config, valid, codec, output: str):
     """The run's callbacks, writing under `output` (the run folder, or a non-chief worker's temporary folder)."""
     import keras
 
-    from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint
+    from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint, Throughput
 
     pck = PCKCallback(valid, every=config.eval_every, flip_test=config.flip_test, threshold=config.threshold,
                       batch_size=config.batch_size, codec=codec, check_images=False)  # checked by load_data
@@ -185,9 +185,9 @@ def make_callbacks(config: Config, valid, codec, output: str):
     best = SavedModelCheckpoint(os.path.join(output, "checkpoints"), codec, valid.spec.names, monitor=pck.monitor,
                                 flip_test=config.flip_test, limbs=valid.spec.limbs)
     resume = ResumeCheckpoint(os.path.join(output, "resume"), stateful={"best": best})
-    # The metric first, so that everything after it sees val_pckh in the logs.
-    # The resume checkpoint last: an epoch counts as done only once everything else has seen it.
-    callbacks = [pck, best,
+    # The step rate first (it stops its clock at the last step), then the metric, so that everything after
+    # it sees val_pckh in the logs. The resume checkpoint last: an epoch is done once everything has seen it.
+    callbacks = [Throughput(config.batch_size), pck, best,
                  keras.callbacks.CSVLogger(os.path.join(output, "training_log.csv"), append=True),
                  keras.callbacks.TensorBoard(os.path.join(output, "tensorboard"), write_graph=False),
                  resume]

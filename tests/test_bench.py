@@ -28,3 +28,15 @@ def test_seconds_per_call_calls_warmup_then_steps_and_takes_the_median_or_best()
     assert len(calls) == 5 and 0.02 <= median < 0.03  # the warm-up's 0.5 s are not counted
     durations = iter([0.0, 0.03, 0.01, 0.02])
     assert 0.01 <= seconds_per_call(work, steps=3, warmup=1, best=True) < 0.02
+
+
+def test_the_multiworker_benchmark_reads_the_last_epoch_rate_that_train_prints():
+    import pytest
+
+    from bench.multiworker_speed import images_per_second
+
+    log = ("epoch 1: 10 steps of 16 images in 9.0 s: 17.8 images/s\n10/10 - 12s - 1s/step - loss: 0.5\n"
+           "epoch 2: 10 steps of 16 images in 3.2 s: 50.0 images/s\n")
+    assert images_per_second(log) == 50.0
+    with pytest.raises(RuntimeError, match="no epoch rate"):
+        images_per_second("10/10 - 12s - 1s/step")

@@ -103,3 +103,15 @@ def test_pck_callback_writes_the_metric_and_groups_into_the_logs(tmp_path):
     assert "val_pck" in logs
     with pytest.raises(ValueError, match="every"):
         PCKCallback(records, every=0)
+
+
+def test_throughput_counts_the_steps_of_each_epoch_and_prints_the_rate(capsys):
+    from keras_hourglass.callbacks import Throughput
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    throughput = Throughput(batch_size=4)
+    model.fit(np.zeros((20, 3)), np.zeros((20, 1)), batch_size=4, epochs=2, callbacks=[throughput], verbose=0)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "images/s" in line]
+    assert len(throughput.rates) == 2 and all(rate > 0 for rate in throughput.rates)
+    assert lines[0].startswith("epoch 1: 5 steps of 4 images in ") and lines[1].startswith("epoch 2: 5 steps")

@@ -7,7 +7,6 @@ machines; the run folder and the data folder are shared, as the README asks.
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,25 +22,14 @@ WORKER_TIMEOUT = 420
 FAILURE_DETECTION_BOUND = 120
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(tmp_path, args, attempt: str) -> list:
     """Two workers of one cluster; worker i logs to `worker<i>-<attempt>.log` and has its own TMPDIR."""
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    from keras_hourglass.distributed import loopback_cluster
+
     workers = []
-    for index in range(2):
+    for index, tf_config in enumerate(loopback_cluster(2)):
         temporary = tmp_path / f"tmp{index}"
         temporary.mkdir(exist_ok=True)
-        tf_config = '{"cluster": %s, "task": {"type": "worker", "index": %d}}' % (str(cluster).replace("'", '"'), index)
         env = dict(os.environ, TF_CONFIG=tf_config, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
         log = open(tmp_path / f"worker{index}-{attempt}.log", "w")
         process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=log,
