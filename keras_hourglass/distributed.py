@@ -140,13 +140,22 @@ def failure_cause(error: Exception, worker: Worker) -> str:
 
 @contextlib.contextmanager
 def failures_named(worker: Worker):
-    """Turns a TensorFlow runtime error under a multi-worker strategy into one `TrainingStopped` line."""
+    """Turns a TensorFlow runtime error under a multi-worker strategy into one `TrainingStopped` line.
+
+    So is a `ValueError` or `TypeError` of several lines (TensorFlow and
+    Keras put whole tensors in theirs); keras_hourglass's own, one line each,
+    pass unchanged.
+    """
     import tensorflow as tf
 
     try:
         yield
     except tf.errors.OpError as error:
         if not worker.distributed:
+            raise
+        raise TrainingStopped(f"{worker}: training stopped: {failure_cause(error, worker)}") from None
+    except (ValueError, TypeError) as error:  # ours are one line; TensorFlow's and Keras's may print tensors
+        if not worker.distributed or "\n" not in str(error):
             raise
         raise TrainingStopped(f"{worker}: training stopped: {failure_cause(error, worker)}") from None
 

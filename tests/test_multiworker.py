@@ -169,3 +169,39 @@ def test_a_failure_is_one_line_that_names_the_dead_worker():
     assert failure_cause(tf.errors.UnavailableError(None, None, heartbeats), other).startswith("worker 0 stopped")
     graph = 'Graph execution error:\n\nDetected at node X defined at:\n  File "a.py"\nthe real cause\n [[{{node X}}]]'
     assert failure_cause(tf.errors.InternalError(None, None, graph), chief) == "the real cause"
+
+
+@pytest.mark.slow
+def test_a_chief_that_cannot_prepare_the_data_fails_the_other_worker_with_its_message(tmp_path):
+    missing = str(tmp_path / "missing.h5")
+    args = command(tmp_path, "--epochs", "1", "--train-annotations", missing, "--valid-annotations", missing)
+    chief, other = finish(start_workers(tmp_path, args, "failed"))
+    chief_errors = [line for line in chief.splitlines() if line.startswith("train.py: error:")]
+    other_errors = [line for line in other.splitlines() if line.startswith("train.py: error:")]
+    assert chief_errors == [f"train.py: error: synthetic annotation file not found: {missing} or {missing}."], chief
+    assert other_errors == [f"train.py: error: CollectiveAllReduceStrategy worker 1 of 2: the chief could not "
+                            f"prepare the data: synthetic annotation file not found: {missing} or {missing}."], other
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_multiline_framework_error_becomes_one_line():
+    from keras_hourglass.distributed import TrainingStopped, Worker, failures_named
+
+    worker = Worker("CollectiveAllReduceStrategy", 1, 2, chief=False)
+    with pytest.raises(TrainingStopped, match=r"^CollectiveAllReduceStrategy worker 1 of 2: training stopped: "
+                                              r"Attempt to convert a value \(PerReplica:\{$"):
+        with failures_named(worker):
+            raise ValueError("Attempt to convert a value (PerReplica:{\n  0: <tf.Tensor: numpy=array([[0.5]])>\n})")
+    with pytest.raises(ValueError, match="^one line of ours$"), failures_named(worker):
+        raise ValueError("one line of ours")
+
+
+def test_a_shard_too_small_for_one_batch_is_refused(tiny_synthetic):
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.data.pipeline import build_dataset
+
+    records = load_records("synthetic", os.path.join(tiny_synthetic, "train.h5"), os.path.join(tiny_synthetic, "images"))
+    build_dataset(records, HeatmapCodec((32, 32)), 24, 1, check_images=False, shard=(2, 1))
+    with pytest.raises(ValueError, match=r"48 people over 2 shard\(s\) make no full batch of 25"):
+        build_dataset(records, HeatmapCodec((32, 32)), 25, 1, check_images=False, shard=(2, 1))

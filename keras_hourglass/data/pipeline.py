@@ -212,11 +212,11 @@ def build_dataset(
     count, index = shard
     if not (isinstance(count, int) and isinstance(index, int) and 0 <= index < count):
         raise ValueError(f"shard must be (count, index) with 0 <= index < count, got {shard!r}.")
+    if check_images:
+        records.check_images()
     if training and len(records) // count < batch_size:
         raise ValueError(f"{records.source}: {len(records)} people over {count} shard(s) make no full batch "
                          f"of {batch_size}.")
-    if check_images:
-        records.check_images()
     flip_index = records.spec.flip_index
     dataset = records_dataset(records).shard(count, index)
     if training:
