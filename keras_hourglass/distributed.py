@@ -69,6 +69,30 @@ def describe_worker(strategy) -> Worker:
     return Worker(name, index, chiefs + workers, bool(strategy.extended.should_checkpoint), chiefs)
 
 
+def check_tf_config(text: str | None) -> dict:
+    """`TF_CONFIG` as a dict, or a `ValueError` that says what is wrong with it."""
+    import json
+
+    if not text:
+        raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable: "
+                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}.')
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not JSON ({error}).") from None
+    cluster, task = (tf_config.get("cluster"), tf_config.get("task")) if isinstance(tf_config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) and ":" in h for h in hosts)
+            for hosts in cluster.values()):
+        raise ValueError('TF_CONFIG "cluster" must map each task type to a list of "host:port" strings, '
+                         f"got {cluster!r}.")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ValueError(f'TF_CONFIG "task" must name a type of the cluster ({", ".join(cluster)}) and an index '
+                         f"in it, got {task!r}.")
+    return tf_config
+
+
 def _context():
     from tensorflow.python.eager import context  # the coordination service's client: not in TF's public API
 

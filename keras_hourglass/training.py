@@ -16,6 +16,10 @@ validation metric per epoch), `tensorboard/`, `checkpoints/best` and
 after training `eval/` (table, predictions, plots), `model.tflite`,
 `training_curves.png` and `summary.json` (`train_seconds` sums the runs that
 finished; `total_seconds` is the last invocation's).
+
+Under `--strategy multiworker` every worker runs this same function; what
+differs between the chief and the others is in `run_training` and
+`keras_hourglass.distributed`.
 """
 
 from __future__ import annotations
@@ -80,8 +84,9 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task).")
+        from keras_hourglass.distributed import check_tf_config
+
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}.")
 

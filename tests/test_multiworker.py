@@ -205,3 +205,22 @@ def test_a_shard_too_small_for_one_batch_is_refused(tiny_synthetic):
     build_dataset(records, HeatmapCodec((32, 32)), 24, 1, check_images=False, shard=(2, 1))
     with pytest.raises(ValueError, match=r"48 people over 2 shard\(s\) make no full batch of 25"):
         build_dataset(records, HeatmapCodec((32, 32)), 25, 1, check_images=False, shard=(2, 1))
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{cluster", "TF_CONFIG is not JSON"),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', '"cluster" must map'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', '"task" must name'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', '"task" must name'),
+])
+def test_a_bad_tf_config_is_one_line(tf_config, message, tmp_path, monkeypatch, capsys):
+    from keras_hourglass.cli import train
+    from tests.conftest import one_line_error
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    line = one_line_error(train.main, ["--strategy", "multiworker", "--output", str(tmp_path / "run")], capsys)
+    assert message in line and not (tmp_path / "run").exists()
