@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "keras_hourglass"
 SCRIPTS = {path.stem for path in ROOT.glob("*.py")}
 TOP_LEVEL = SCRIPTS | {"datasets", "callbacks", "bench", "tests"}
-COMMANDS = ("train", "evaluate", "predict", "convert")
+COMMANDS = ("train", "evaluate", "predict", "convert", "serve")
 
 
 def module_name(path: pathlib.Path) -> str:
