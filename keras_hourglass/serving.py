@@ -173,6 +173,12 @@ class PoseServingModel:
             raise ValueError(f"{self.model_dir}: the SavedModel has no signature {', '.join(missing)}.")
         self._loaded = loaded
         self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
+        # one call each now: a signature's first call builds its graph, which would slow the first request
+        warm_up = np.zeros((1, 2 * MIN_PHOTO_SIDE, 2 * MIN_PHOTO_SIDE, 3), np.uint8)
+        extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
+                 "scale": np.array([0.1], np.float32)}
+        for name, inputs in SIGNATURE_INPUTS.items():
+            self.run(PoseRequest(name, warm_up, {k: extra[k] for k in inputs}))
         self.ready = True
         return True
 

@@ -294,10 +294,11 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(server, photo, tmp_
     encoded = base64.b64encode(data).decode()
     expected = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}])[1])
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
-            f"--user-data-dir={tmp_path / 'profile'}"])
+        chromium = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, accept_downloads=True,
+            viewport={"width": 1360, "height": 860}, device_scale_factor=1)
         try:
-            page = chromium.new_page(viewport={"width": 1360, "height": 860}, device_scale_factor=1)
+            page = chromium.new_page()
             errors = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
