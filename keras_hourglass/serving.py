@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 import uuid
+import warnings
 
 import numpy as np
 
@@ -485,6 +486,7 @@ def serve(model_dir: str, name: str = DEFAULT_NAME, host: str = "127.0.0.1", por
                          enable_docs_url=False, enable_latency_logging=False, workers=1,
                          grace_period=max(1, int(request_timeout)))
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # two timing lines per request otherwise
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, twice per request
     add_routes(app, model)
     app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)
     if on_ready is not None:
