@@ -376,8 +376,10 @@ def pose_serving_model(name: str, model_dir: str, max_image_side: int = MAX_IMAG
 class LimitsMiddleware:
     """ASGI middleware: refuses bodies over `max_body_bytes` (413) and requests longer than `timeout` s (504).
 
-    The body is read here first, up to the limit, so the protocol handlers never see an oversized one.
+    The body is read here first, so the protocol handlers never see an oversized one.
     """
+
+    DRAIN_FACTOR = 4
 
     def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, timeout: float = REQUEST_TIMEOUT):
         self.app, self.max_body_bytes, self.timeout = app, max_body_bytes, timeout
@@ -409,21 +411,23 @@ class LimitsMiddleware:
                 await self.answer(send, 504, f"the request took longer than {self.timeout:g} s and was abandoned.")
 
     async def read_body(self, scope, receive) -> bytes | None:
-        """The whole body, or None as soon as it is over the limit."""
-        length = dict(scope.get("headers", ())).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return None
+        """The whole body, or None when it is over the limit.
+
+        An oversized body is still read (and dropped), up to `DRAIN_FACTOR` times the limit, so that a
+        client still sending it gets the 413 answer rather than a broken connection.
+        """
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return b"".join(chunks)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return None
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            size += len(message.get("body", b""))
+            if size <= self.max_body_bytes:
+                chunks.append(message.get("body", b""))
+            elif chunks:
+                chunks = []  # over the limit: drop what was kept
+            if not message.get("more_body", False) or size > self.DRAIN_FACTOR * self.max_body_bytes:
+                return b"".join(chunks) if size <= self.max_body_bytes else None
 
     @staticmethod
     async def answer(send, status: int, message: str):

@@ -26,6 +26,7 @@ from tests.conftest import PIXEL_TOLERANCE, ROOT, corrupt_jpeg
 KERAS_MODEL = ROOT / "tests" / "data" / "synthetic_small.keras"
 MAX_BODY_MB = 1
 MAX_IMAGE_SIDE = 1500
+REQUEST_TIMEOUT = 5  # seconds: the slowest request here takes under one
 CHROMIUM = os.environ.get("KERAS_HOURGLASS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -56,12 +57,13 @@ def request(url, body=None, headers=None, method=None, timeout=60):
 
 class Server:
     def __init__(self, saved_model: str, log: pathlib.Path, *flags):
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "serve.py"), saved_model, "--port", str(self.port), "--max-body-mb",
-             str(MAX_BODY_MB), "--max-image-side", str(MAX_IMAGE_SIDE), *flags],
+            [sys.executable, str(ROOT / "serve.py"), saved_model, "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--max-body-mb",
+             str(MAX_BODY_MB), "--max-image-side", str(MAX_IMAGE_SIDE), "--request-timeout", str(REQUEST_TIMEOUT),
+             *flags],
             cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -190,6 +192,29 @@ def test_v1_v2_and_uploads_answer_as_the_saved_model_in_process(server, in_proce
     assert status == 200 and "request_predict_seconds" in metrics
 
 
+def test_grpc_answers_v2_as_the_saved_model_in_process(server, in_process, photo):
+    import asyncio
+
+    from keras_hourglass.serving import import_kserve
+
+    kserve = import_kserve()
+    batch = photo[3]
+
+    async def infer(array, datatype):
+        images = kserve.InferInput("images", list(array.shape), datatype)
+        images.set_data_from_numpy(array)
+        client = kserve.InferenceGRPCClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            return await client.infer(kserve.InferRequest(model_name="hourglass", infer_inputs=[images]))
+        finally:
+            await client.close()
+
+    answer = asyncio.run(infer(batch, "UINT8"))
+    assert_same_keypoints({o.name: o.as_numpy() for o in answer.outputs}, in_process("serving_default", images=batch))
+    with pytest.raises(Exception, match="INVALID_ARGUMENT[\\s\\S]*got datatype FP32"):
+        asyncio.run(infer(batch.astype(np.float32), "FP32"))
+
+
 def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, photo, tmp_path):
     _, data, _, batch = photo
     truncated = tmp_path / "truncated.jpg"
@@ -235,6 +260,22 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, phot
         answer = request(url, body)
         assert answer[0] == status and words in answer[1]["error"], (url, str(body)[:200], answer)
         assert request(v2, good)[0] == 200, f"the server stopped answering after {str(body)[:200]}"
+
+
+def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(server, photo):
+    """A client that announces a body and stops sending it holds the request until the timeout."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                           b"content-length: 100\r\n\r\n{\"inputs\"")
+        start = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(4096):  # the server closes the connection after its answer
+            answer += chunk
+        waited = time.monotonic() - start
+    answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 504") and f"longer than {REQUEST_TIMEOUT} s" in answer, (answer, waited)
+    assert REQUEST_TIMEOUT - 1 < waited < REQUEST_TIMEOUT + 20, (answer, waited)
+    assert server.infer([tensor("images", photo[3])])[0] == 200
 
 
 def test_a_concurrent_burst_all_succeeds(server, photo):
