@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import uuid
 import warnings
 
@@ -53,7 +52,6 @@ DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a few phone photos, base64-encoded
 MAX_IMAGE_SIDE = 4096  # pixels
 REQUEST_TIMEOUT = 30.0  # seconds
-MIN_PHOTO_SIDE = 16  # pixels, as `predict`
 OUTPUTS = ("keypoints", "scores", "heatmaps")
 DEFAULT_OUTPUTS = ("keypoints", "scores")
 # The signatures that take whole images, and the inputs each takes besides `images`.
@@ -163,7 +161,6 @@ class PoseServingModel:
         self.model_dir = model_dir
         self.max_image_side = max_image_side
         self.metadata = read_saved_model_metadata(model_dir)
-        self._decode_lock = threading.Lock()  # decode_photo silences file descriptor 2 for the process
 
     def load(self) -> bool:
         import tensorflow as tf
@@ -175,7 +172,7 @@ class PoseServingModel:
         self._loaded = loaded
         self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
         # one call each now: a signature's first call builds its graph, which would slow the first request
-        warm_up = np.zeros((1, 2 * MIN_PHOTO_SIDE, 2 * MIN_PHOTO_SIDE, 3), np.uint8)
+        warm_up = np.zeros((1, 32, 32, 3), np.uint8)
         extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
                  "scale": np.array([0.1], np.float32)}
         for name, inputs in SIGNATURE_INPUTS.items():
@@ -202,8 +199,7 @@ class PoseServingModel:
         if size is not None and max(size) > self.max_image_side:
             raise BadRequest(f"{field} is {size[1]}x{size[0]} pixels; at most {self.max_image_side} pixels a side "
                              "are accepted.")
-        with self._decode_lock:
-            image, problem = decode_photo(data, field, MIN_PHOTO_SIDE)
+        image, problem = decode_photo(data, field, quiet=False)  # quiet would redirect stderr for every thread
         if problem:
             raise BadRequest(problem + ".")
         return check_image(image, field, self.max_image_side)

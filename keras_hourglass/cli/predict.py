@@ -31,7 +31,6 @@ from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-MIN_IMAGE_SIDE = 16  # pixels: smaller images cannot show a person the model could find
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -74,7 +73,7 @@ def read_image(path: str):
             data = f.read()
     except OSError as error:
         return None, f"cannot read image file {path}: {error}"
-    return decode_photo(data, path, MIN_IMAGE_SIDE)
+    return decode_photo(data, path)
 
 
 def frames(path: str, every: int = 1):

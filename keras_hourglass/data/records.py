@@ -168,6 +168,7 @@ class PoseRecords:
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START = b"\x89PNG\r\n\x1a\n"
 BMP_START = b"BM"
+MIN_PHOTO_SIDE = 16  # pixels: smaller images cannot show a person the model could find
 
 
 def image_file_problem(path: str) -> str | None:
@@ -238,18 +239,22 @@ def encoded_image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_photo(data: bytes, name: str, min_side: int = 16):
+def decode_photo(data: bytes, name: str, min_side: int = MIN_PHOTO_SIDE, quiet: bool = True):
     """`(RGB uint8 image, None)`, or `(None, what is wrong)`: a photo for prediction, from its file's bytes.
 
     TensorFlow's decoder checks the whole file (as the data check does); the pixels are OpenCV's, as a
     client of the `serving_default` signature would read them. Images smaller than `min_side` pixels a
-    side cannot show a person the model could find, and are refused.
+    side cannot show a person the model could find, and are refused. `quiet` silences libjpeg's own
+    warnings (the problem is reported by name, in one line) by redirecting file descriptor 2 for the
+    whole process, which a multi-threaded caller (the server) should not do.
     """
+    import contextlib
+
     import cv2
 
     from keras_hourglass.fileio import quiet_stderr
 
-    with quiet_stderr():  # libjpeg's own warnings: the problem is reported by name, in one line
+    with quiet_stderr() if quiet else contextlib.nullcontext():
         problem = decode_image(data, name, ratio=8)[1]
         image = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if problem or image is None:
