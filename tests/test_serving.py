@@ -313,8 +313,12 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(saved_model, photo,
         request(f"{server.url}/v2/health/ready", method="GET", timeout=5)
 
 
+@pytest.fixture(scope="module")
 def browser():
-    """Playwright's Chromium with the system browser, or a skip (a failure in CI) saying what is missing."""
+    """Playwright's `sync_playwright` for the system Chromium, or a skip (a failure in CI) saying what is missing.
+
+    Module-scoped and asked for first, so that a skip comes before the server starts.
+    """
     problem = None
     try:
         from playwright.sync_api import sync_playwright
@@ -329,8 +333,8 @@ def browser():
     return sync_playwright
 
 
-def test_the_web_page_draws_the_servers_skeleton_in_chromium(server, photo, tmp_path):
-    sync_playwright = browser()
+def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, photo, tmp_path):
+    sync_playwright = browser
     path, data, pixels, _ = photo
     encoded = base64.b64encode(data).decode()
     expected = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}])[1])
