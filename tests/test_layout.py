@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "keras_hourglass"
 SCRIPTS = {path.stem for path in ROOT.glob("*.py")}
 TOP_LEVEL = SCRIPTS | {"datasets", "callbacks", "bench", "tests"}
-COMMANDS = ("train", "evaluate", "predict", "convert")
+COMMANDS = ("train", "evaluate", "predict", "convert", "serve")
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -122,3 +122,6 @@ def test_installed_package_works_from_any_directory(tmp_path):
     location, names = result.stdout.split("\n")[:2]
     assert location.startswith(site), location  # the installed copy, not the repository
     assert names == "keras_hourglass.data.loaders PCKCallback evaluate_model"
+    # package data: the server's web page ships with the package
+    assert sorted(p.name for p in (pathlib.Path(location).parent / "web").iterdir()) == ["app.js", "index.html",
+                                                                                        "style.css"]

@@ -22,6 +22,7 @@ COMMANDS = {
     "predict": ("keras_hourglass.cli.predict", "keypoints and overlays for images, a folder or a video"),
     "convert": ("keras_hourglass.cli.convert", "TFLite files with metadata and a parity table"),
     "import-weights": ("keras_hourglass.cli.import_weights", "a published PyTorch checkpoint as a Keras model"),
+    "serve": ("keras_hourglass.cli.serve", "an inference server (KServe: V1/V2 protocols) with a web page"),
 }
 
 

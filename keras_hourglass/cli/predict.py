@@ -31,7 +31,6 @@ from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-MIN_IMAGE_SIDE = 16  # pixels: smaller images cannot show a person the model could find
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -66,25 +65,15 @@ def load_predictor(path: str, spec, flip_test: bool = True):
 
 
 def read_image(path: str):
-    """`(RGB uint8 image, None)`, or `(None, what is wrong)`: the file must decode whole and hold a person-sized image.
+    """`(RGB uint8 image, None)`, or `(None, what is wrong)`: `keras_hourglass.data.records.decode_photo` of a file."""
+    from keras_hourglass.data.records import decode_photo
 
-    TensorFlow's decoder checks the file (as the data check does); the pixels are OpenCV's, as a
-    client of the `serving_default` signature would read them.
-    """
-    import cv2
-
-    from keras_hourglass.data.records import image_file_problem
-    from keras_hourglass.fileio import quiet_stderr
-
-    with quiet_stderr():  # libjpeg's own warnings: the problem is reported by name, in one line
-        problem = image_file_problem(path)
-        image = None if problem else cv2.imread(path, cv2.IMREAD_COLOR)
-    if problem or image is None:
-        return None, problem or f"{path}: cannot decode the image"
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        return None, (f"{path}: the image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a person "
-                      f"(at least {MIN_IMAGE_SIDE} pixels a side)")
-    return image[..., ::-1], None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        return None, f"cannot read image file {path}: {error}"
+    return decode_photo(data, path)
 
 
 def frames(path: str, every: int = 1):

@@ -168,6 +168,7 @@ class PoseRecords:
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START = b"\x89PNG\r\n\x1a\n"
 BMP_START = b"BM"
+MIN_PHOTO_SIDE = 16  # pixels: smaller images cannot show a person the model could find
 
 
 def image_file_problem(path: str) -> str | None:
@@ -186,32 +187,82 @@ def read_image(path: str, ratio: int = 1):
     """
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 16))
-            tail = f.read()
+            data = f.read()
     except FileNotFoundError:
         return None, f"image file not found: {path}"
     except OSError as error:
         return None, f"cannot read image file {path}: {error}"
-    jpeg = head.startswith(JPEG_START)
-    if jpeg and JPEG_END not in tail:  # some writers pad after the end-of-image marker
-        return None, f"JPEG file {path} is truncated (no end-of-image marker)"
-    if not (jpeg or head.startswith(PNG_START) or head.startswith(BMP_START)):
-        return None, f"{path} is neither a JPEG, a PNG nor a BMP file"
+    return decode_image(data, path, ratio)
+
+
+def decode_image(data: bytes, name: str, ratio: int = 1):
+    """`read_image` for the bytes of a file; `name` (a path, or a request's field) names it in the problem."""
+    jpeg = data.startswith(JPEG_START)
+    if jpeg and JPEG_END not in data[-16:]:  # some writers pad after the end-of-image marker
+        return None, f"JPEG file {name} is truncated (no end-of-image marker)"
+    if not (jpeg or data.startswith(PNG_START) or data.startswith(BMP_START)):
+        return None, f"{name} is neither a JPEG, a PNG nor a BMP file"
     import tensorflow as tf
 
     try:
-        data = tf.io.read_file(path)
         if jpeg:
             image = tf.io.decode_jpeg(data, channels=3, ratio=ratio)
         else:
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
         reason = error.message.splitlines()[0].split("} ")[-1].strip()
-        return None, f"image file {path} cannot be decoded ({reason})"
+        return None, f"image file {name} cannot be decoded ({reason})"
     return image.numpy(), None
+
+
+def encoded_image_size(data: bytes) -> tuple[int, int] | None:
+    """`(height, width)` read from a JPEG, PNG or BMP file's header without decoding it, or None if unreadable.
+
+    A server checks it before decoding: a file of a few kilobytes can declare a picture of gigabytes.
+    """
+    import struct
+
+    if data.startswith(PNG_START) and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return height, width
+    if data.startswith(BMP_START) and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(height), width
+    if data.startswith(JPEG_START):
+        import tensorflow as tf
+
+        try:
+            height, width, _ = tf.io.extract_jpeg_shape(data).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+            return None
+        return int(height), int(width)
+    return None
+
+
+def decode_photo(data: bytes, name: str, min_side: int = MIN_PHOTO_SIDE, quiet: bool = True):
+    """`(RGB uint8 image, None)`, or `(None, what is wrong)`: a photo for prediction, from its file's bytes.
+
+    TensorFlow's decoder checks the whole file (as the data check does); the pixels are OpenCV's, as a
+    client of the `serving_default` signature would read them. Images smaller than `min_side` pixels a
+    side cannot show a person the model could find, and are refused. `quiet` silences libjpeg's own
+    warnings (the problem is reported by name, in one line) by redirecting file descriptor 2 for the
+    whole process, which a multi-threaded caller (the server) should not do.
+    """
+    import contextlib
+
+    import cv2
+
+    from keras_hourglass.fileio import quiet_stderr
+
+    with quiet_stderr() if quiet else contextlib.nullcontext():
+        problem = decode_image(data, name, ratio=8)[1]
+        image = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if problem or image is None:
+        return None, problem or f"{name}: cannot decode the image"
+    if min(image.shape[:2]) < min_side:
+        return None, (f"{name}: the image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a person "
+                      f"(at least {min_side} pixels a side)")
+    return image[..., ::-1], None
 
 
 def read_h5(path: str, required: Sequence[str], kind: str) -> dict:

@@ -1,0 +1,101 @@
+"""Serves a model over HTTP (KServe's model server: V1 and V2 protocols, metrics), with a web page at `/`.
+
+(`keras-hourglass serve`, `python serve.py`.)
+
+    python serve.py runs/synthetic-small/checkpoints/best               # http://127.0.0.1:8080/
+    python serve.py model.keras --dataset mpii --name hourglass --port 8080 --host 127.0.0.1
+
+MODEL is a SavedModel folder written by `keras_hourglass.export` (training's
+checkpoints, `import_weights.py`'s `saved_model/`) or a `.keras` file, which
+is exported to a temporary SavedModel first (joint names from `--dataset`).
+The protocols, limits and answers are described in `keras_hourglass.serving`.
+SIGTERM or Ctrl-C: the requests in flight finish, then the server exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from keras_hourglass.cli import quiet_tensorflow, run_command
+from keras_hourglass.joints import JOINT_SPECS, get_joint_spec
+
+
+def build_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
+    from keras_hourglass.serving import DEFAULT_NAME, DEFAULT_PORT, MAX_BODY_BYTES, MAX_IMAGE_SIDE, REQUEST_TIMEOUT
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL", help="SavedModel folder or .keras file")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"model name in the URLs (default {DEFAULT_NAME})")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="also serve V2 over gRPC on this port (KServe binds it on every interface; default off)")
+    parser.add_argument("--dataset", default="mpii", choices=tuple(JOINT_SPECS),
+                        help="joint names for a .keras model, which carries none (default mpii)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                        help=".keras only: export the flip test into the graph, as predict does (default on)")
+    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20,
+                        help=f"largest request body in MiB (default {MAX_BODY_BYTES / 2**20:g})")
+    parser.add_argument("--max-image-side", type=int, default=MAX_IMAGE_SIDE,
+                        help=f"largest image side in pixels (default {MAX_IMAGE_SIDE})")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
+                        help=f"seconds a request may take before it is answered 504 (default {REQUEST_TIMEOUT:g})")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for flag, value in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if value is not None and not 0 < value < 65536:
+            raise ValueError(f"{flag} must be a port number from 1 to 65535, got {value}.")
+    for flag, value in (("--max-body-mb", args.max_body_mb), ("--max-image-side", args.max_image_side),
+                        ("--request-timeout", args.request_timeout)):
+        if not value > 0:
+            raise ValueError(f"{flag} must be positive, got {value:g}.")
+    if not args.name or "/" in args.name or ":" in args.name:
+        raise ValueError(f"--name must be a non-empty name without '/' or ':', got {args.name!r}.")
+    if not os.path.exists(args.model):
+        raise ValueError(f"{args.model}: no such model file or folder.")
+
+
+def saved_model_folder(args: argparse.Namespace, workdir: str) -> str:
+    """The SavedModel to serve: MODEL itself, or a `.keras` file exported into `workdir`."""
+    from keras_hourglass.export import read_saved_model_metadata
+
+    if not args.model.endswith(".keras"):
+        if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
+            raise ValueError(f"{args.model}: not a SavedModel folder (no saved_model.pb) or a .keras file.")
+        read_saved_model_metadata(args.model)
+        return args.model
+    from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.export import export_saved_model, last_output_shape
+    from keras_hourglass.pose_model import load_keras_model
+
+    spec = get_joint_spec(args.dataset)
+    model = load_keras_model(args.model)
+    codec = HeatmapCodec(tuple(model.input_shape[1:3]), tuple(last_output_shape(model)[1:3]),
+                         flip_index=spec.flip_index)
+    if last_output_shape(model)[-1] != spec.num_keypoints:
+        raise ValueError(f"{args.model}: the model predicts {last_output_shape(model)[-1]} keypoints but --dataset "
+                         f"{args.dataset} has {spec.num_keypoints}.")
+    return export_saved_model(model, os.path.join(workdir, "saved_model"), codec, spec.names,
+                              args.flip_test and spec.flip_index is not None, spec.limbs)
+
+
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
+    quiet_tensorflow()
+    from keras_hourglass.serving import serve
+
+    with tempfile.TemporaryDirectory(prefix="keras-hourglass-serve-") as workdir:
+        folder = saved_model_folder(args, workdir)
+        serve(folder, args.name, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20),
+              args.max_image_side, args.request_timeout,
+              on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",
+                                     flush=True))
+
+
+def main(argv=None, prog: str = "serve.py") -> int:
+    return run_command(prog, run, build_parser(prog).parse_args(argv))

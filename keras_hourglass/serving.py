@@ -1,0 +1,495 @@
+"""The inference server: an exported SavedModel behind KServe's Python model server, and the web page on top.
+
+`serve` runs `PoseServingModel` in `kserve.ModelServer`, which brings the
+protocols; this module only turns requests into calls of the SavedModel's
+signatures (`keras_hourglass.export`) and answers back:
+
+* V1, TensorFlow Serving's REST API: `POST /v1/models/NAME:predict` with
+  `{"signature_name": ..., "instances": [...]}` (or the columnar
+  `"inputs"`), answered by `{"predictions": [{"keypoints", "scores"}, ...]}`.
+  An instance is an image (nested lists `[H, W, 3]` of 0-255 integers, or
+  `{"b64": <base64 JPEG/PNG file>}`), or for the `boxes` and `center_scale`
+  signatures a dict `{"images": ..., "boxes": [x1, y1, x2, y2]}` /
+  `{"images": ..., "center": [x, y], "scale": s}`.
+  `"output_filter": ["keypoints", "scores", "heatmaps"]` chooses the outputs.
+* V2, the Open Inference Protocol: `POST /v2/models/NAME/infer` with the
+  input `images` (`UINT8` `[N, H, W, 3]`, or `BYTES` `[N]` of encoded
+  JPEG/PNG/BMP files, base64 in JSON) and optionally `boxes` (`[N, 4]`) or
+  `center` (`[N, 2]`) and `scale` (`[N]`); outputs `keypoints` `FP32`
+  `[N, K, 2]` and `scores` `[N, K]`, `heatmaps` only when the request's
+  `outputs` names it. `GET /v2/models/NAME` adds the joint names, limbs and
+  input size under `parameters`.
+* `/` and `/web/`: the page (`keras_hourglass/web/`, static files).
+
+Keypoints are `(x, y)` pixels of the image sent. Encoded files are checked
+by TensorFlow's decoder and read with OpenCV, as `predict` reads them
+(`keras_hourglass.data.records.decode_photo`). Limits: the request body
+(`max_body_bytes`, answered 413), the image side (`max_image_side`, 400,
+checked from a file's header before decoding) and the time a request may
+take (`request_timeout`, 504). Every bad request is answered 4xx with
+`{"error": message}` and the server goes on serving; SIGTERM lets the
+requests in flight finish, then the process exits with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+import uuid
+import warnings
+
+import numpy as np
+
+DEFAULT_NAME = "hourglass"
+DEFAULT_PORT = 8080
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a few phone photos, base64-encoded
+MAX_IMAGE_SIDE = 4096  # pixels
+REQUEST_TIMEOUT = 30.0  # seconds
+OUTPUTS = ("keypoints", "scores", "heatmaps")
+DEFAULT_OUTPUTS = ("keypoints", "scores")
+# The signatures that take whole images, and the inputs each takes besides `images`.
+SIGNATURE_INPUTS = {"serving_default": (), "boxes": ("boxes",), "center_scale": ("center", "scale")}
+WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+
+
+def import_kserve():
+    """Imports `kserve` with `sys.argv` hidden: it parses the command line of whoever imports it."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve
+        import kserve.model_server  # noqa: F401
+    finally:
+        sys.argv = saved
+    return kserve
+
+
+class BadRequest(ValueError):
+    """A request the model cannot answer; the server answers it with 400 and the message."""
+
+
+@dataclasses.dataclass
+class PoseRequest:
+    """One request, whatever its protocol: the signature, its inputs, and the outputs asked for.
+
+    `images` is a uint8 array `[N, H, W, 3]`, or a list of `[H, W, 3]` arrays when the images differ in size.
+    """
+
+    signature: str
+    images: object
+    extra: dict
+    outputs: tuple = DEFAULT_OUTPUTS
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+
+def check_image(image: np.ndarray, field: str, max_side: int) -> np.ndarray:
+    """`image` `[H, W, 3]` uint8 with 1 to `max_side` pixels a side."""
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise BadRequest(f"{field} must be an image [height, width, 3] (RGB); got shape {list(image.shape)}.")
+    if min(image.shape[:2]) < 1:
+        raise BadRequest(f"{field} is empty: shape {list(image.shape)}; an image needs at least 1x1 pixels.")
+    if max(image.shape[:2]) > max_side:
+        raise BadRequest(f"{field} is {image.shape[1]}x{image.shape[0]} pixels; at most {max_side} pixels a side "
+                         "are accepted.")
+    return image
+
+
+def pixel_array(value, field: str) -> np.ndarray:
+    """JSON numbers (nested lists) as uint8, refusing anything that is not an integer from 0 to 255."""
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise BadRequest(f"{field} must be a rectangular array of pixels; its rows differ in length.") from None
+    if array.dtype.kind not in "iub" or array.size and (array.min() < 0 or array.max() > 255):
+        kind = {"f": "floats", "U": "strings", "O": "mixed values"}.get(array.dtype.kind, str(array.dtype))
+        raise BadRequest(f"{field} must hold uint8 pixels (integers 0 to 255); got {kind}" +
+                         (f" from {array.min()} to {array.max()}" if array.dtype.kind in "iuf" and array.size else "")
+                         + ".")
+    return array.astype(np.uint8)
+
+
+def number_rows(value, field: str, columns: int | None, count: int) -> np.ndarray:
+    """`value` as float32 `[count, columns]` (`[count]` when `columns` is None) of finite numbers."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{field} must be numbers.") from None
+    expected = [count, columns] if columns else [count]
+    if list(array.shape) != expected:
+        raise BadRequest(f"{field} must have shape {expected} (one row per image); got {list(array.shape)}.")
+    if not np.all(np.isfinite(array)):
+        raise BadRequest(f"{field} must be finite numbers; got {array.tolist()}.")
+    return array
+
+
+def check_extra(signature: str, extra: dict, count: int) -> dict:
+    """The inputs of `signature` besides the images, shaped and checked as its graph expects."""
+    if signature == "boxes":
+        boxes = number_rows(extra.get("boxes"), "boxes", 4, count)
+        if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
+            raise BadRequest(f"boxes must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1; got {boxes.tolist()}.")
+        return {"boxes": boxes}
+    if signature == "center_scale":
+        center = number_rows(extra.get("center"), "center", 2, count)
+        scale = number_rows(extra.get("scale"), "scale", None, count)
+        if np.any(scale <= 0):
+            raise BadRequest(f"scale must be positive (units of 200 pixels); got {scale.tolist()}.")
+        return {"center": center, "scale": scale}
+    return {}
+
+
+class PoseServingModel:
+    """Loads an exported SavedModel and answers V1 and V2 requests with its image signatures.
+
+    Built by `pose_serving_model` as a subclass of `kserve.Model` (imported only when serving).
+    """
+
+    def __init__(self, name: str, model_dir: str, max_image_side: int = MAX_IMAGE_SIDE):
+        from keras_hourglass.export import read_saved_model_metadata
+
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.max_image_side = max_image_side
+        self.metadata = read_saved_model_metadata(model_dir)
+
+    def load(self) -> bool:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(self.model_dir)
+        missing = sorted(set(SIGNATURE_INPUTS) - set(loaded.signatures))
+        if missing:
+            raise ValueError(f"{self.model_dir}: the SavedModel has no signature {', '.join(missing)}.")
+        self._loaded = loaded
+        self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
+        # one call each now: a signature's first call builds its graph, which would slow the first request
+        warm_up = np.zeros((1, 32, 32, 3), np.uint8)
+        extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
+                 "scale": np.array([0.1], np.float32)}
+        for name, inputs in SIGNATURE_INPUTS.items():
+            self.run(PoseRequest(name, warm_up, {k: extra[k] for k in inputs}))
+        self.ready = True
+        return True
+
+    # --- requests -> PoseRequest
+
+    def photo(self, data, field: str) -> np.ndarray:
+        """An encoded image file (bytes, or base64 text) as RGB uint8, checked before and after decoding."""
+        from keras_hourglass.data.records import JPEG_START, PNG_START, BMP_START, decode_photo, encoded_image_size
+
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, bytes):
+            raise BadRequest(f"{field} must be an encoded image file (base64 text); got {type(data).__name__}.")
+        if not data.startswith((JPEG_START, PNG_START, BMP_START)):
+            try:
+                data = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"{field} is neither a JPEG, PNG or BMP file nor base64 text of one.") from None
+        size = encoded_image_size(data)
+        if size is not None and max(size) > self.max_image_side:
+            raise BadRequest(f"{field} is {size[1]}x{size[0]} pixels; at most {self.max_image_side} pixels a side "
+                             "are accepted.")
+        image, problem = decode_photo(data, field, quiet=False)  # quiet would redirect stderr for every thread
+        if problem:
+            raise BadRequest(problem + ".")
+        return check_image(image, field, self.max_image_side)
+
+    def image_value(self, value, field: str) -> np.ndarray:
+        """A V1 image: `{"b64": file}` or nested lists of pixels."""
+        if isinstance(value, dict):
+            if set(value) != {"b64"}:
+                raise BadRequest(f"{field} must be pixels or {{\"b64\": <base64 image file>}}; got keys {sorted(value)}.")
+            return self.photo(value["b64"], f"{field}.b64")
+        return check_image(pixel_array(value, field), field, self.max_image_side)
+
+    def parse_v1(self, body) -> PoseRequest:
+        if isinstance(body, (bytes, str)):  # sent without a JSON content type, as `curl -d` does
+            try:
+                body = json.loads(body)
+            except ValueError as error:
+                raise BadRequest(f"the body is not JSON ({error}).") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with \"instances\" (or \"inputs\"); "
+                             f"got {type(body).__name__}.")
+        signature = body.get("signature_name", "serving_default")
+        if signature not in SIGNATURE_INPUTS:
+            raise BadRequest(f"signature_name must be one of {list(SIGNATURE_INPUTS)}; got {signature!r}.")
+        outputs = self.outputs(body.get("output_filter", DEFAULT_OUTPUTS), "output_filter")
+        names = ("images", *SIGNATURE_INPUTS[signature])
+        if ("instances" in body) == ("inputs" in body):
+            raise BadRequest("the body must have one of \"instances\" (a list, one entry per image) or \"inputs\".")
+        if "instances" in body:
+            instances = body["instances"]
+            if not isinstance(instances, list) or not instances:
+                raise BadRequest("instances must be a non-empty list, one entry per image.")
+            if SIGNATURE_INPUTS[signature]:
+                if not all(isinstance(i, dict) and set(i) == set(names) for i in instances):
+                    raise BadRequest(f"each instance of signature {signature} must be an object with {list(names)}.")
+                columns = {name: [i[name] for i in instances] for name in names}
+            else:
+                columns = {"images": [i["images"] if isinstance(i, dict) and "images" in i else i for i in instances]}
+        else:
+            columns = body["inputs"]
+            if not isinstance(columns, dict) or set(columns) != set(names):
+                raise BadRequest(f"inputs must be an object with {list(names)} for signature {signature}.")
+            if not isinstance(columns["images"], list) or not columns["images"]:
+                raise BadRequest("inputs.images must be a non-empty list of images.")
+        images = [self.image_value(image, f"instances[{i}]" if "instances" in body else f"inputs.images[{i}]")
+                  for i, image in enumerate(columns["images"])]
+        extra = check_extra(signature, {n: columns[n] for n in names[1:]}, len(images))
+        return PoseRequest(signature, images, extra, outputs)
+
+    def parse_v2(self, request) -> PoseRequest:
+        inputs = {}
+        for tensor in request.inputs:
+            if tensor.name in inputs:
+                raise BadRequest(f"input {tensor.name!r} is given twice.")
+            inputs[tensor.name] = tensor
+        known = {"images", "boxes", "center", "scale"}
+        if "images" not in inputs or set(inputs) - known:
+            raise BadRequest(f"inputs must be images (UINT8 [N, H, W, 3] or BYTES [N] of image files) and optionally "
+                             f"boxes [N, 4], or center [N, 2] and scale [N]; got {sorted(inputs)}.")
+        signature = next((name for name, extra in SIGNATURE_INPUTS.items() if set(extra) == set(inputs) - {"images"}),
+                         None)
+        if signature is None:
+            raise BadRequest(f"give boxes, or center and scale, or neither; got {sorted(set(inputs) - {'images'})}.")
+        images = inputs["images"]
+        if images.datatype == "BYTES":
+            files = self.tensor_values(images)
+            if files.ndim != 1 or not files.size:
+                raise BadRequest(f"BYTES images must have shape [N] (N >= 1), one file each; got {list(files.shape)}.")
+            images = [self.photo(data, f"images[{i}]") for i, data in enumerate(files)]
+        elif images.datatype == "UINT8":
+            array = self.tensor_values(images)
+            if array.ndim != 4 or array.shape[-1] != 3:
+                raise BadRequest(f"images must be UINT8 [N, height, width, 3] (RGB); got shape {list(array.shape)}.")
+            if not array.shape[0]:
+                raise BadRequest("images holds no image (N = 0).")
+            images = np.stack([check_image(image, f"images[{i}]", self.max_image_side)
+                               for i, image in enumerate(array)])
+        else:
+            raise BadRequest(f"images must be UINT8 [N, height, width, 3] or BYTES [N] (encoded JPEG/PNG files); got "
+                             f"datatype {images.datatype}.")
+        extra = {name: self.tensor_values(inputs[name]) for name in SIGNATURE_INPUTS[signature]}
+        outputs = [output.name for output in request.request_outputs or ()] or DEFAULT_OUTPUTS
+        return PoseRequest(signature, images, check_extra(signature, extra, len(images)),
+                           self.outputs(outputs, "outputs"))
+
+    @staticmethod
+    def tensor_values(tensor) -> np.ndarray:
+        try:
+            return tensor.as_numpy()
+        except (ValueError, TypeError, OverflowError) as error:
+            raise BadRequest(f"{tensor.name}: the data do not fit datatype {tensor.datatype} and shape "
+                             f"{list(tensor.shape)} ({str(error).splitlines()[0]}).") from None
+
+    @staticmethod
+    def outputs(names, field: str) -> tuple:
+        if not isinstance(names, (list, tuple)) or not names or any(name not in OUTPUTS for name in names):
+            raise BadRequest(f"{field} must name some of {list(OUTPUTS)}; got {names!r}.")
+        return tuple(dict.fromkeys(names))
+
+    # --- inference
+
+    def run(self, request: PoseRequest) -> dict:
+        """Calls the signature (once per image when the images differ in size); `{output: array [N, ...]}`."""
+        import tensorflow as tf
+
+        function = self.signatures[request.signature]
+        batches = ([(request.images, request.extra)] if isinstance(request.images, np.ndarray)
+                   else [([image], {k: v[i:i + 1] for k, v in request.extra.items()})
+                         for i, image in enumerate(request.images)])
+        results = []
+        for images, extra in batches:
+            try:
+                outputs = function(images=tf.constant(np.asarray(images, np.uint8)),
+                                   **{k: tf.constant(v) for k, v in extra.items()})
+            except tf.errors.InvalidArgumentError as error:  # the graph's own checks
+                raise BadRequest(error.message.splitlines()[0]) from None
+            results.append({name: outputs[name].numpy() for name in request.outputs})
+        return {name: np.concatenate([r[name] for r in results]) for name in request.outputs}
+
+    async def predict(self, payload, headers=None):
+        """V1 (a dict) or V2 (`InferRequest`); the model runs in a worker thread, off the event loop."""
+        kserve = import_kserve()
+        v2 = isinstance(payload, kserve.InferRequest)
+        try:
+            request = self.parse_v2(payload) if v2 else self.parse_v1(payload)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, self.run, request)
+        except BadRequest as error:
+            raise kserve.errors.InvalidInput(str(error)) from None
+        if not v2:
+            return {"predictions": [{name: outputs[name][i].tolist() for name in request.outputs}
+                                    for i in range(request.count)]}
+        results = []
+        for name in request.outputs:
+            output = kserve.InferOutput(name=name, shape=list(outputs[name].shape), datatype="FP32")
+            output.set_data_from_numpy(outputs[name].astype(np.float32), binary_data=False)
+            results.append(output)
+        return kserve.InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                                    infer_outputs=results)
+
+    def get_input_types(self):
+        return [{"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
+                {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
+                {"name": "center", "datatype": "FP32", "shape": [-1, 2]},
+                {"name": "scale", "datatype": "FP32", "shape": [-1]}]
+
+    def get_output_types(self):
+        k = len(self.metadata["keypoint_names"])
+        height, width = self.metadata["codec"].get("heatmap_size", [-1, -1])
+        return [{"name": "keypoints", "datatype": "FP32", "shape": [-1, k, 2]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, k]},
+                {"name": "heatmaps", "datatype": "FP32", "shape": [-1, height, width, k]}]
+
+    def model_metadata(self) -> dict:
+        """The V2 model metadata, with the joints under `parameters` (V2 lets a server add fields)."""
+        return {"name": self.name, "versions": None, "platform": "tensorflow_savedmodel",
+                "inputs": self.get_input_types(), "outputs": self.get_output_types(),
+                "parameters": {name: self.metadata[name] for name in
+                               ("keypoint_names", "limbs", "input_size", "flip_test", "signatures")}}
+
+
+def pose_serving_model(name: str, model_dir: str, max_image_side: int = MAX_IMAGE_SIDE):
+    """A loaded `PoseServingModel` (a `kserve.Model`) named `name` for the SavedModel in `model_dir`."""
+    kserve = import_kserve()
+    model_class = type("PoseServingModel", (PoseServingModel, kserve.Model), {})
+    model = model_class(name, model_dir, max_image_side)
+    model.load()
+    return model
+
+
+class LimitsMiddleware:
+    """ASGI middleware: refuses bodies over `max_body_bytes` (413) and requests longer than `timeout` s (504).
+
+    The body is read here first, so the protocol handlers never see an oversized one.
+    """
+
+    DRAIN_FACTOR = 4
+
+    def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, timeout: float = REQUEST_TIMEOUT):
+        self.app, self.max_body_bytes, self.timeout = app, max_body_bytes, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self.read_body(scope, receive)
+                if body is None:
+                    return await self.answer(send, 413, f"the request body is over the limit of "
+                                                        f"{self.max_body_bytes} bytes.")
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+                async def replay():
+                    return messages.pop() if messages else await receive()
+
+                await self.app(scope, replay, tracked_send)
+        except TimeoutError:
+            if not started:
+                await self.answer(send, 504, f"the request took longer than {self.timeout:g} s and was abandoned.")
+
+    async def read_body(self, scope, receive) -> bytes | None:
+        """The whole body, or None when it is over the limit.
+
+        An oversized body is still read (and dropped), up to `DRAIN_FACTOR` times the limit, so that a
+        client still sending it gets the 413 answer rather than a broken connection.
+        """
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            size += len(message.get("body", b""))
+            if size <= self.max_body_bytes:
+                chunks.append(message.get("body", b""))
+            elif chunks:
+                chunks = []  # over the limit: drop what was kept
+            if not message.get("more_body", False) or size > self.DRAIN_FACTOR * self.max_body_bytes:
+                return b"".join(chunks) if size <= self.max_body_bytes else None
+
+    @staticmethod
+    async def answer(send, status: int, message: str):
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def add_routes(app, model) -> None:
+    """The page at `/` and `/web/`, the joints in the V2 model metadata, 4xx for unparsable bodies.
+
+    Added before KServe adds its own routes, so these answer first.
+    """
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    async def page():
+        return FileResponse(os.path.join(WEB_FOLDER, "index.html"))
+
+    async def model_metadata(model_name: str):
+        if model_name != model.name:
+            return JSONResponse({"error": f"Model with name {model_name} does not exist."}, status_code=404)
+        return JSONResponse(model.model_metadata())
+
+    async def invalid_body(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors()[:3])
+        return JSONResponse({"error": f"the request body is not a valid inference request ({problems})."},
+                            status_code=422)
+
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/web", lambda: RedirectResponse("/"), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
+    app.mount("/web", StaticFiles(directory=WEB_FOLDER), name="web")
+    app.add_exception_handler(RequestValidationError, invalid_body)
+
+
+def serve(model_dir: str, name: str = DEFAULT_NAME, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, max_image_side: int = MAX_IMAGE_SIDE,
+          request_timeout: float = REQUEST_TIMEOUT, on_ready=None) -> None:
+    """Serves the SavedModel in `model_dir` until SIGTERM or SIGINT (requests in flight finish first).
+
+    `grpc_port` turns on KServe's gRPC endpoint (V2 over gRPC), which KServe binds on every interface.
+    `on_ready()` is called once the model is loaded, before the port opens.
+    """
+    kserve = import_kserve()
+    from kserve.model_server import app
+
+    model = pose_serving_model(name, model_dir, max_image_side)
+
+    class ModelServer(kserve.ModelServer):
+        def setup_event_loop(self):  # called after the servers are made, before they start
+            super().setup_event_loop()
+            self._rest_server.config.host = host  # KServe binds 0.0.0.0 otherwise
+
+    server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
+                         enable_docs_url=False, enable_latency_logging=False, workers=1,
+                         grace_period=max(1, int(request_timeout)))
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # two timing lines per request otherwise
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, twice per request
+    add_routes(app, model)
+    app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)
+    if on_ready is not None:
+        on_ready()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.start([model])

@@ -1,0 +1,254 @@
+// The page of `keras-hourglass serve`: sends a photo to the server's V2 endpoint, draws the skeleton it returns.
+// Keypoints are (x, y) pixels of the photo with pixel centres at integers, so a joint is drawn at (x + 0.5, y + 0.5)
+// in an SVG whose user units are the photo's pixels.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+const state = { model: null, joints: [], limbs: [], file: null, box: null, result: null, size: null, stream: null };
+
+function side(name) {
+  if (/^(l|left)[_ ]/i.test(name)) return "left";
+  if (/^(r|right)[_ ]/i.test(name)) return "right";
+  return "centre";
+}
+
+function say(text, bad = false) {
+  $("message").textContent = text;
+  $("message").classList.toggle("bad", bad);
+}
+
+async function connect() {
+  try {
+    const models = await (await fetch("/v2/models")).json();
+    state.model = models.models[0];
+    const meta = await (await fetch(`/v2/models/${encodeURIComponent(state.model)}`)).json();
+    state.joints = meta.parameters.keypoint_names;
+    state.limbs = meta.parameters.limbs;
+    $("model-name").textContent = `${state.model} · ${state.joints.length} joints · ${meta.parameters.input_size.join("×")} input`;
+    $("server-state").textContent = "ready";
+    $("server-state").className = "pill ok";
+  } catch (error) {
+    $("server-state").textContent = "server unreachable";
+    $("server-state").className = "pill bad";
+    say(`Cannot read the model's metadata: ${error}`, true);
+  }
+}
+
+function base64(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+async function show(file) {
+  stopCamera();
+  state.file = file;
+  state.box = null;
+  $("clear-box").disabled = true;
+  const url = URL.createObjectURL(file);
+  const photo = $("photo");
+  await new Promise((resolve, reject) => { photo.onload = resolve; photo.onerror = reject; photo.src = url; })
+    .catch(() => { throw new Error(`${file.name || "the file"} is not an image this browser can show`); });
+  state.size = [photo.naturalWidth, photo.naturalHeight];
+  $("placeholder").hidden = true;
+  $("stage").hidden = false;
+  photo.hidden = false;
+  $("drop").classList.add("loaded");
+  $("image-size").textContent = `${state.size[0]}×${state.size[1]}`;
+  const overlay = $("overlay");
+  overlay.setAttribute("viewBox", `0 0 ${state.size[0]} ${state.size[1]}`);
+  overlay.setAttribute("preserveAspectRatio", "none");
+  overlay.replaceChildren();
+  await predict();
+}
+
+async function predict() {
+  if (!state.file || !state.model) return;
+  document.body.dataset.state = "busy";
+  say(state.box ? "Estimating the pose in the box…" : "Estimating the pose…");
+  const inputs = [{ name: "images", datatype: "BYTES", shape: [1], data: [base64(await state.file.arrayBuffer())] }];
+  if (state.box) inputs.push({ name: "boxes", datatype: "FP32", shape: [1, 4], data: state.box });
+  const started = performance.now();
+  try {
+    const response = await fetch(`/v2/models/${encodeURIComponent(state.model)}/infer`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ inputs }),
+    });
+    const answer = await response.json();
+    const elapsed = performance.now() - started;
+    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+    const output = (name) => answer.outputs.find((o) => o.name === name).data;
+    const xy = output("keypoints");
+    const scores = output("scores");
+    state.result = {
+      model: state.model, image: state.file.name || "camera.jpg", image_size: state.size, box: state.box,
+      request_ms: Math.round(elapsed * 10) / 10,
+      keypoints: state.joints.map((name, i) => ({ name, x: xy[2 * i], y: xy[2 * i + 1], score: scores[i] })),
+    };
+    window.poseResult = state.result;
+    draw();
+    $("time").textContent = `${Math.round(elapsed)} ms`;
+    const mean = scores.reduce((a, b) => a + b, 0) / scores.length;
+    $("mean-score").textContent = mean.toFixed(2);
+    $("download").disabled = false;
+    say(`${state.joints.length} joints found. Hover over a joint for its name and score.`);
+    document.body.dataset.state = "done";
+  } catch (error) {
+    say(`The server refused the photo: ${error.message}`, true);
+    document.body.dataset.state = "error";
+  }
+}
+
+function element(name, attributes, parent) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  parent.appendChild(node);
+  return node;
+}
+
+function draw() {
+  const overlay = $("overlay");
+  overlay.replaceChildren();
+  const unit = Math.max(...state.size) / 100;
+  if (state.box) drawBox(state.box);
+  const points = Object.fromEntries(state.result.keypoints.map((k) => [k.name, k]));
+  for (const [a, b] of state.limbs) {
+    const p = points[a], q = points[b];
+    element("line", { class: `limb ${side(a) === side(b) ? side(a) : "centre"}`, x1: p.x + 0.5, y1: p.y + 0.5,
+      x2: q.x + 0.5, y2: q.y + 0.5, "stroke-width": unit * 0.7 }, overlay);
+  }
+  const list = $("joints");
+  list.replaceChildren();
+  state.result.keypoints.forEach((k) => {
+    const circle = element("circle", { class: `joint ${side(k.name)}`, cx: k.x + 0.5, cy: k.y + 0.5, r: unit * 1.1,
+      "stroke-width": unit * 0.3, "data-joint": k.name, "data-x": k.x, "data-y": k.y, "data-score": k.score }, overlay);
+    const item = document.createElement("li");
+    item.dataset.joint = k.name;
+    item.innerHTML = `<span class="dot ${side(k.name)}" style="background:var(--${side(k.name)})"></span>` +
+      `<span>${k.name.replace(/_/g, " ")}</span><span class="bar"><span style="width:${Math.min(100, Math.max(0, k.score * 100))}%"></span></span>` +
+      `<span class="score">${k.score.toFixed(2)}</span>`;
+    list.appendChild(item);
+    const hot = (on, event) => {
+      circle.classList.toggle("hot", on);
+      item.classList.toggle("hot", on);
+      circle.setAttribute("r", unit * (on ? 1.8 : 1.1));
+      tooltip(on ? k : null, event);
+    };
+    for (const node of [circle, item]) {
+      node.addEventListener("mouseenter", (event) => hot(true, event));
+      node.addEventListener("mousemove", (event) => tooltip(k, event));
+      node.addEventListener("mouseleave", () => hot(false));
+    }
+    circle.addEventListener("mousedown", (event) => event.stopPropagation());
+  });
+}
+
+function tooltip(k, event) {
+  const tip = $("tooltip");
+  if (!k) { tip.hidden = true; return; }
+  tip.innerHTML = `<b>${k.name.replace(/_/g, " ")}</b><br>score ${k.score.toFixed(3)}<br>x ${k.x.toFixed(1)}, y ${k.y.toFixed(1)} px`;
+  tip.hidden = false;
+  if (event) { tip.style.left = `${event.clientX + 14}px`; tip.style.top = `${event.clientY + 12}px`; }
+}
+
+function drawBox([x1, y1, x2, y2]) {
+  element("rect", { class: "box", x: x1, y: y1, width: x2 - x1, height: y2 - y1,
+    "stroke-width": Math.max(...state.size) / 300 }, $("overlay"));
+}
+
+function photoPoint(event) {
+  const rect = $("photo").getBoundingClientRect();
+  const x = (event.clientX - rect.left) * state.size[0] / rect.width;
+  const y = (event.clientY - rect.top) * state.size[1] / rect.height;
+  return [Math.min(Math.max(x, 0), state.size[0]), Math.min(Math.max(y, 0), state.size[1])];
+}
+
+function setupBoxDrawing() {
+  const stage = $("stage");
+  let start = null;
+  stage.addEventListener("mousedown", (event) => {
+    if (!state.size || $("photo").hidden) return;
+    start = photoPoint(event);
+    event.preventDefault();
+  });
+  window.addEventListener("mousemove", (event) => {
+    if (!start) return;
+    const [x, y] = photoPoint(event);
+    $("overlay").querySelectorAll(".box").forEach((n) => n.remove());
+    drawBox([Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)]);
+  });
+  window.addEventListener("mouseup", (event) => {
+    if (!start) return;
+    const [x, y] = photoPoint(event);
+    const box = [Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)];
+    start = null;
+    if (box[2] - box[0] < 8 || box[3] - box[1] < 8) { if (state.result) draw(); return; }
+    state.box = box.map((v) => Math.round(v * 10) / 10);
+    $("clear-box").disabled = false;
+    predict();
+  });
+  $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").disabled = true; predict(); });
+}
+
+async function startCamera() {
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+  } catch (error) {
+    say(`The camera is not available: ${error.message}`, true);
+    return;
+  }
+  const video = $("camera");
+  video.srcObject = state.stream;
+  video.hidden = false;
+  $("photo").hidden = true;
+  $("overlay").replaceChildren();
+  $("placeholder").hidden = true;
+  $("stage").hidden = false;
+  $("snap-button").hidden = false;
+}
+
+function stopCamera() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  $("camera").hidden = true;
+  $("snap-button").hidden = true;
+}
+
+function snap() {
+  const video = $("camera");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => show(new File([blob], "camera.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92);
+}
+
+function download() {
+  const blob = new Blob([JSON.stringify(state.result, null, 1)], { type: "application/json" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = `${(state.result.image || "photo").replace(/\.[^.]*$/, "")}-keypoints.json`;
+  link.click();
+}
+
+function setup() {
+  const drop = $("drop");
+  const take = (files) => {
+    if (files && files[0]) show(files[0]).catch((error) => say(error.message, true));
+  };
+  $("file").addEventListener("change", (event) => take(event.target.files));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); take(event.dataTransfer.files); });
+  drop.addEventListener("click", () => { if (!state.file && !state.stream) $("file").click(); });
+  $("download").addEventListener("click", download);
+  $("snap-button").addEventListener("click", snap);
+  const camera = $("camera-button");
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) camera.addEventListener("click", startCamera);
+  else camera.hidden = true;
+  setupBoxDrawing();
+  connect();
+}
+
+setup();

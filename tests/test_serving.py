@@ -1,0 +1,397 @@
+"""The inference server (`keras_hourglass.serving`, `serve.py`) with real parts: a subprocess on a free loopback port,
+real HTTP, and the web page in a real headless Chromium.
+
+The served model is the demo's trained model (`tests/data/synthetic_small.keras`, 64x64, MPII joints), exported
+by the `serve` command's own `.keras` path; its keypoints are compared with the same SavedModel called in-process.
+"""
+
+import base64
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import PIXEL_TOLERANCE, ROOT, corrupt_jpeg
+
+KERAS_MODEL = ROOT / "tests" / "data" / "synthetic_small.keras"
+MAX_BODY_MB = 1
+MAX_IMAGE_SIDE = 1500
+REQUEST_TIMEOUT = 5  # seconds: the slowest request here takes under one
+CHROMIUM = os.environ.get("KERAS_HOURGLASS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url, body=None, headers=None, method=None, timeout=60):
+    """`(status, parsed JSON answer or text)`; `body` a dict (sent as JSON) or bytes."""
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    req = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json",
+                                                                         **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+class Server:
+    def __init__(self, saved_model: str, log: pathlib.Path, *flags):
+        self.port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "serve.py"), saved_model, "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--max-body-mb",
+             str(MAX_BODY_MB), "--max-image-side", str(MAX_IMAGE_SIDE), "--request-timeout", str(REQUEST_TIMEOUT),
+             *flags],
+            cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+            try:
+                if request(f"{self.url}/v2/health/ready", method="GET", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the server did not get ready: {log.read_text()[-3000:]}")
+
+    def infer(self, inputs, outputs=None, name="hourglass"):
+        body = {"inputs": inputs, **({"outputs": [{"name": n} for n in outputs]} if outputs else {})}
+        return request(f"{self.url}/v2/models/{name}/infer", body)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> str:
+    """The demo model exported by `serve`'s own `.keras` path (joint names of `--dataset mpii`, flip test on)."""
+    from keras_hourglass.cli.serve import build_parser, saved_model_folder
+
+    return saved_model_folder(build_parser().parse_args([str(KERAS_MODEL)]), str(tmp_path_factory.mktemp("serve")))
+
+
+@pytest.fixture(scope="module")
+def server(saved_model, tmp_path_factory):
+    server = Server(saved_model, tmp_path_factory.mktemp("server") / "server.log")
+    yield server
+    assert server.stop() == 0, server.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def in_process(saved_model):
+    """`call(signature, **arrays) -> {output: array}`: the SavedModel's signatures, in this process."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model)
+    return lambda signature, **inputs: {k: v.numpy() for k, v in loaded.signatures[signature](
+        **{name: tf.constant(value) for name, value in inputs.items()}).items()}
+
+
+@pytest.fixture(scope="module")
+def photo(shared_data):
+    """`(JPEG bytes of a real MPII image, its pixels as the server reads them, a small [2, 96, 72, 3] batch)`."""
+    import cv2
+
+    from keras_hourglass.data.records import decode_photo
+
+    path = sorted((shared_data / "mpii" / "images").glob("*.jpg"))[0]
+    data = path.read_bytes()
+    pixels = decode_photo(data, str(path))[0]
+    small = cv2.resize(pixels, (72, 96), interpolation=cv2.INTER_AREA)
+    return path, data, pixels, np.stack([small, small[:, ::-1]])
+
+
+def tensor(name, array):
+    """A V2 input: uint8 arrays as UINT8, anything else as FP32."""
+    array = np.asarray(array)
+    array = array if array.dtype == np.uint8 else array.astype(np.float32)
+    return {"name": name, "shape": list(array.shape), "datatype": "UINT8" if array.dtype == np.uint8 else "FP32",
+            "data": array.ravel().tolist()}
+
+
+def outputs_of(answer) -> dict:
+    return {o["name"]: np.reshape(o["data"], o["shape"]) for o in answer["outputs"]}
+
+
+def assert_same_keypoints(answer: dict, expected: dict):
+    np.testing.assert_allclose(answer["keypoints"], expected["keypoints"], rtol=0, atol=PIXEL_TOLERANCE)
+    np.testing.assert_allclose(answer["scores"], expected["scores"], rtol=0, atol=1e-5)
+
+
+def test_v1_v2_and_uploads_answer_as_the_saved_model_in_process(server, in_process, photo):
+    _, data, pixels, batch = photo
+    boxes = np.array([[10, 8, 60, 90], [5.5, 0, 70, 80]], np.float32)
+    center, scale = np.array([[36, 48], [30, 50]], np.float32), np.array([0.5, 0.4], np.float32)
+    expected = in_process("serving_default", images=batch)
+
+    status, answer = server.infer([tensor("images", batch)])
+    assert status == 200, answer
+    assert set(outputs_of(answer)) == {"keypoints", "scores"}  # heatmaps only when asked for
+    assert_same_keypoints(outputs_of(answer), expected)
+    status, answer = server.infer([tensor("images", batch), tensor("boxes", boxes)])
+    assert_same_keypoints(outputs_of(answer), in_process("boxes", images=batch, boxes=boxes))
+    status, answer = server.infer([tensor("images", batch), tensor("center", center), tensor("scale", scale)])
+    assert_same_keypoints(outputs_of(answer), in_process("center_scale", images=batch, center=center, scale=scale))
+    status, answer = server.infer([tensor("images", batch)], outputs=["heatmaps", "keypoints"])
+    assert set(outputs_of(answer)) == {"heatmaps", "keypoints"}
+    np.testing.assert_allclose(outputs_of(answer)["heatmaps"], expected["heatmaps"], rtol=0, atol=1e-5)
+
+    # the uploaded file: keypoints in the photo's own pixels (1280x720 here)
+    encoded = base64.b64encode(data).decode()
+    status, answer = server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}])
+    assert status == 200, answer
+    assert_same_keypoints(outputs_of(answer), in_process("serving_default", images=pixels[None]))
+
+    # V1, TensorFlow Serving's REST API: rows of pixels, {"b64": file}, and the boxes signature
+    url = f"{server.url}/v1/models/hourglass:predict"
+    status, answer = request(url, {"instances": batch.tolist()})
+    assert status == 200, answer
+    assert_same_keypoints({k: [p[k] for p in answer["predictions"]] for k in ("keypoints", "scores")}, expected)
+    status, answer = request(url, {"instances": [{"b64": encoded}]}, headers={"content-type": "text/plain"})
+    assert_same_keypoints(answer["predictions"][0], {k: v[0] for k, v in in_process(
+        "serving_default", images=pixels[None]).items()})
+    status, answer = request(url, {"signature_name": "boxes", "instances": [
+        {"images": image.tolist(), "boxes": box.tolist()} for image, box in zip(batch, boxes)]})
+    assert_same_keypoints({k: [p[k] for p in answer["predictions"]] for k in ("keypoints", "scores")},
+                          in_process("boxes", images=batch, boxes=boxes))
+
+    from keras_hourglass.joints import MPII
+
+    status, metadata = request(f"{server.url}/v2/models/hourglass", method="GET")
+    assert status == 200 and metadata["parameters"]["keypoint_names"] == list(MPII.names)
+    assert [tuple(limb) for limb in metadata["parameters"]["limbs"]] == list(MPII.limbs)
+    assert "keypoints" in [o["name"] for o in metadata["outputs"]]
+    status, page = request(f"{server.url}/", method="GET")
+    assert status == 200 and "<title>" in page and "/web/app.js" in page
+    assert request(f"{server.url}/web/app.js", method="GET")[0] == 200
+    status, metrics = request(f"{server.url}/metrics", method="GET")
+    assert status == 200 and "request_predict_seconds" in metrics
+
+
+def test_grpc_answers_v2_as_the_saved_model_in_process(server, in_process, photo):
+    import asyncio
+
+    from keras_hourglass.serving import import_kserve
+
+    kserve = import_kserve()
+    batch = photo[3]
+
+    async def infer(array, datatype):
+        images = kserve.InferInput("images", list(array.shape), datatype)
+        images.set_data_from_numpy(array)
+        client = kserve.InferenceGRPCClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            return await client.infer(kserve.InferRequest(model_name="hourglass", infer_inputs=[images]))
+        finally:
+            await client.close()
+
+    answer = asyncio.run(infer(batch, "UINT8"))
+    assert_same_keypoints({o.name: o.as_numpy() for o in answer.outputs}, in_process("serving_default", images=batch))
+    with pytest.raises(Exception, match="INVALID_ARGUMENT[\\s\\S]*got datatype FP32"):
+        asyncio.run(infer(batch.astype(np.float32), "FP32"))
+
+
+def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, photo, tmp_path):
+    _, data, _, batch = photo
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data)
+    corrupt_jpeg(truncated)
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    files = lambda *items: {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(items)],  # noqa: E731
+                                        "data": list(items)}]}
+    images = tensor("images", batch)
+    v2 = f"{server.url}/v2/models/hourglass/infer"
+    v1 = f"{server.url}/v1/models/hourglass:predict"
+    big = np.zeros((1, MAX_IMAGE_SIDE + 1, 2, 3), np.uint8)
+    cases = [
+        # (url, body, expected status, words of the message)
+        (v2, b'{"inputs": [', 422, "not a valid inference request"),
+        (v1, b'{"instances": [', 400, "request format"),
+        (v2, files(b64(b"hello, not an image")), 400, "neither a JPEG"),
+        (v2, files("%%% not base64"), 400, "base64"),
+        (v2, files(b64(truncated.read_bytes())), 400, "cannot be decoded"),
+        (v2, {"inputs": [tensor("images", batch.astype(np.float32))]}, 400, "datatype FP32"),
+        (v2, {"inputs": [tensor("images", batch[0])]}, 400, "[N, height, width, 3]"),
+        (v2, {"inputs": [tensor("images", batch[..., :2])]}, 400, "[N, height, width, 3]"),
+        (v2, {"inputs": [tensor("images", np.zeros((1, 0, 5, 3), np.uint8))]}, 400, "empty"),
+        (v2, {"inputs": [{**images, "data": images["data"][:-1]}]}, 400, "do not fit"),
+        (v2, {"inputs": [tensor("images", big)]}, 400, f"at most {MAX_IMAGE_SIDE} pixels"),
+        (v2, {"inputs": [images, tensor("boxes", [[0, 0, np.inf, 5], [0, 0, 5, 5]])]}, 400, "finite"),
+        (v2, b'{"inputs": [' + json.dumps(images).encode() + b', {"name": "boxes", "datatype": "FP32", '
+         b'"shape": [2, 4], "data": [NaN, 0, 5, 5, 0, 0, 5, 5]}]}', 400, "finite"),
+        (v2, {"inputs": [images, tensor("boxes", [[5, 0, 1, 5], [0, 0, 5, 5]])]}, 400, "x2 > x1"),
+        (v2, {"inputs": [images, tensor("boxes", [[0, 0, 5, 5]])]}, 400, "one row per image"),
+        (v2, {"inputs": [images, tensor("scale", [1.0, 1.0])]}, 400, "center and scale"),
+        (v2, {"inputs": [images], "outputs": [{"name": "logits"}]}, 400, "outputs must name"),
+        (v1, {"instances": [[[[0, 0, 300]]]]}, 400, "integers 0 to 255"),
+        (v1, {"instances": [[[0, 0, 0], [0, 0]]]}, 400, "rectangular"),
+        (v1, {"signature_name": "crops", "instances": [batch[0].tolist()]}, 400, "signature_name"),
+        (v1, {"images": []}, 400, "instances"),
+        (f"{server.url}/v2/models/nobody/infer", {"inputs": [images]}, 404, "nobody"),
+        (f"{server.url}/v1/models/nobody:predict", {"instances": batch.tolist()}, 404, "nobody"),
+        (v2, b"x" * (MAX_BODY_MB * 2**20 + 1), 413, "over the limit"),
+    ]
+    good = {"inputs": [tensor("images", batch[:1])]}
+    for url, body, status, words in cases:
+        answer = request(url, body)
+        assert answer[0] == status and words in answer[1]["error"], (url, str(body)[:200], answer)
+        assert request(v2, good)[0] == 200, f"the server stopped answering after {str(body)[:200]}"
+
+
+def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(server, photo):
+    """A client that announces a body and stops sending it holds the request until the timeout."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                           b"content-length: 100\r\n\r\n{\"inputs\"")
+        start = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(4096):  # the server closes the connection after its answer
+            answer += chunk
+        waited = time.monotonic() - start
+    answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 504") and f"longer than {REQUEST_TIMEOUT} s" in answer, (answer, waited)
+    assert REQUEST_TIMEOUT - 1 < waited < REQUEST_TIMEOUT + 20, (answer, waited)
+    assert server.infer([tensor("images", photo[3])])[0] == 200
+
+
+def test_a_concurrent_burst_all_succeeds(server, photo):
+    encoded = base64.b64encode(photo[1]).decode()
+    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}]}
+    statuses = []
+
+    def client():
+        for _ in range(4):
+            statuses.append(server.infer(body["inputs"])[0])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert statuses == [200] * 32
+
+
+def test_sigterm_finishes_the_requests_in_flight_and_exits_0(saved_model, photo, tmp_path):
+    server = Server(saved_model, tmp_path / "server.log")
+    encoded = base64.b64encode(photo[1]).decode()
+    inputs = [{"name": "images", "datatype": "BYTES", "shape": [6], "data": [encoded] * 6}]  # ~0.5 s each
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(server.infer(inputs)[0])) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # connected and running
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(60)
+    assert server.process.wait(timeout=60) == 0, server.log.read_text()[-3000:]
+    assert answers == [200] * 3
+    with pytest.raises(OSError):
+        request(f"{server.url}/v2/health/ready", method="GET", timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Playwright's `sync_playwright` for the system Chromium, or a skip (a failure in CI) saying what is missing.
+
+    Module-scoped and asked for first, so that a skip comes before the server starts.
+    """
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "the playwright package is not installed (pip install -e '.[test]')"
+    if problem is None and not os.access(CHROMIUM, os.X_OK):
+        problem = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set KERAS_HOURGLASS_CHROMIUM)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {problem}")
+        pytest.skip(problem)
+    return sync_playwright
+
+
+def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, photo, tmp_path):
+    sync_playwright = browser
+    path, data, pixels, _ = photo
+    encoded = base64.b64encode(data).decode()
+    expected = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}])[1])
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, accept_downloads=True,
+            viewport={"width": 1360, "height": 860}, device_scale_factor=1)
+        try:
+            page = chromium.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#server-state.ok", timeout=20000)
+            page.set_input_files("#file", str(path))
+            page.wait_for_selector("body[data-state=done]", timeout=30000)
+
+            drawn = page.eval_on_selector_all("#overlay circle.joint", """nodes => nodes.map(n => {
+                const r = n.getBoundingClientRect();
+                return {name: n.dataset.joint, x: +n.dataset.x, y: +n.dataset.y, cx: r.x + r.width / 2,
+                        cy: r.y + r.height / 2}; })""")
+            photo_box = page.eval_on_selector("#photo", "n => { const r = n.getBoundingClientRect(); "
+                                                       "return [r.x, r.y, r.width, r.height]; }")
+            from keras_hourglass.joints import MPII
+
+            assert [d["name"] for d in drawn] == list(MPII.names)
+            keypoints = np.array([[d["x"], d["y"]] for d in drawn])
+            np.testing.assert_allclose(keypoints, expected["keypoints"][0], rtol=0, atol=PIXEL_TOLERANCE)
+            # where each joint is on the screen: its pixel centre, through the photo's displayed size
+            x0, y0, width, height = photo_box
+            on_screen = np.array([[d["cx"], d["cy"]] for d in drawn])
+            where = np.stack([x0 + (keypoints[:, 0] + 0.5) * width / pixels.shape[1],
+                              y0 + (keypoints[:, 1] + 0.5) * height / pixels.shape[0]], axis=1)
+            np.testing.assert_allclose(on_screen, where, atol=1.0)
+            assert len(page.query_selector_all("#overlay line.limb")) == len(MPII.limbs)
+            assert page.inner_text("#time").endswith("ms")
+            page.hover(f"#overlay circle[data-joint={MPII.names[9]}]")
+            assert MPII.names[9].replace("_", " ") in page.inner_text("#tooltip")
+            page.screenshot(path=str(tmp_path / "page.png"))
+
+            # a box dragged around the person: the page asks the boxes signature
+            page.mouse.move(x0 + width * 0.3, y0 + height * 0.1)
+            page.mouse.down()
+            page.mouse.move(x0 + width * 0.7, y0 + height * 0.95, steps=5)
+            page.mouse.up()
+            page.wait_for_function("window.poseResult && window.poseResult.box !== null", timeout=30000)
+            page.wait_for_selector("body[data-state=done]", timeout=30000)
+            result = page.evaluate("window.poseResult")
+            answer = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]},
+                                              tensor("boxes", np.array([result["box"]], np.float32))])[1])
+            np.testing.assert_allclose([[k["x"], k["y"]] for k in result["keypoints"]], answer["keypoints"][0],
+                                       rtol=0, atol=PIXEL_TOLERANCE)
+            with page.expect_download() as download:
+                page.click("#download")
+            saved = json.loads(pathlib.Path(download.value.path()).read_text())
+            assert [k["name"] for k in saved["keypoints"]] == list(MPII.names) and saved["box"] == result["box"]
+            page.screenshot(path=str(tmp_path / "page-box.png"))
+            assert not errors, errors
+        finally:
+            chromium.close()
