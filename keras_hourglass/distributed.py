@@ -128,15 +128,38 @@ def chief_first(worker: Worker, what: str, on_chief: Callable, on_others: Callab
     return on_others()
 
 
-def publish_from_chief(worker: Worker, key: str, value: str) -> str:
-    """The chief's `value` for `key`, on every worker (the chief publishes it, the others wait for it)."""
+def check_same_command(worker: Worker, settings: dict, ignore=()) -> None:
+    """Refuses, on every worker, a cluster whose workers were started with different settings.
+
+    The chief publishes its settings (`Config.to_json()`); each other worker
+    compares its own with them and publishes the names that differ. Every
+    worker with a difference, and the chief, then raise a `ValueError` that
+    names the worker and the settings, instead of the chief reporting a
+    worker that stopped responding.
+    """
     if not worker.distributed:
-        return value
-    key = f"keras_hourglass/{key}"
-    if worker.chief:
-        _context().set_config_key_value(key, value)
-        return value
-    return _context().get_config_key_value(key)
+        return
+    import json
+
+    from keras_hourglass.config import changed_settings
+
+    context = _context()
+    if not worker.chief:
+        changed = changed_settings(json.loads(context.get_config_key_value("keras_hourglass/chief_settings")), settings,
+                                   ignore)
+        context.set_config_key_value(f"keras_hourglass/worker_settings/{worker.index}", ",".join(changed) or "-")
+        if changed:
+            raise ValueError(f"{worker}: this command differs from the chief's in {', '.join(changed)}; "
+                             "start every worker with the same command.")
+        return
+    context.set_config_key_value("keras_hourglass/chief_settings", json.dumps(settings))
+    differing = {index: context.get_config_key_value(f"keras_hourglass/worker_settings/{index}")
+                 for index in range(1, worker.count)}
+    differing = {index: names for index, names in differing.items() if names != "-"}
+    if differing:
+        raise ValueError(f"{worker}: " + "; ".join(f"worker {index} was started with other {names.replace(',', ', ')}"
+                                                   for index, names in differing.items())
+                         + "; start every worker with the same command.")
 
 
 _TASK = re.compile(r"/job:(chief|worker)(?:/replica:\d+)?/task:(\d+)")

@@ -86,7 +86,11 @@ def make_strategy(name: str):
     if name == "multiworker":
         from keras_hourglass.distributed import check_tf_config
 
-        check_tf_config(os.environ.get("TF_CONFIG"))
+        tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
+        task = tf_config["task"]
+        print(f"{task['type']} {task['index']} at {tf_config['cluster'][task['type']][task['index']]}: waiting for "
+              f"all {sum(len(hosts) for hosts in tf_config['cluster'].values())} tasks of TF_CONFIG to start "
+              "(the workers wait for each other, without a time limit)", flush=True)
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}.")
 
@@ -134,8 +138,6 @@ def training_dataset(config: Config, records, codec, num_stacks: int, strategy):
     from keras_hourglass.data.pipeline import NO_AUGMENTATION, Augmentation, build_dataset
 
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas.")
     augmentation = Augmentation() if config.augment else NO_AUGMENTATION
 
     def pipeline(batch_size: int, shard=(1, 0)):
@@ -306,19 +308,20 @@ def run_training(config: Config) -> dict:
     train in step with it, write only to a temporary folder that they delete
     at the end, and return `{"worker": ...}` without evaluating or exporting.
     """
-    from keras_hourglass.distributed import chief_first, describe_worker, failures_named, publish_from_chief
+    from keras_hourglass.distributed import check_same_command, chief_first, describe_worker, failures_named
 
     started = time.perf_counter()
     strategy = make_strategy(config.strategy)  # first: a multi-worker runtime must start before any TensorFlow op
     worker = describe_worker(strategy)
     print(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
           + (f"; this is worker {worker.index} of {worker.count}" if worker.distributed else ""), flush=True)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch-size {config.batch_size} does not split evenly over "
+                         f"{strategy.num_replicas_in_sync} replicas.")
     with failures_named(worker):
-        chief_config = json.loads(publish_from_chief(worker, "config", json.dumps(config.to_json())))
-        changed = changed_settings(chief_config, config.to_json(), ignore=PATH_SETTINGS)
-        if changed:
-            raise ValueError(f"{worker}: this command differs from the chief's in {', '.join(changed)}; "
-                             "start every worker with the same command.")
+        check_same_command(worker, config.to_json(), ignore=PATH_SETTINGS)
+        if not worker.chief:
+            print("waiting for the chief to prepare and check the data", flush=True)
         # Every input checked before anything is written; generated and checked once, by the chief.
         train_records, valid = chief_first(worker, "prepare the data", lambda: load_data(config),
                                            lambda: load_data(config, prepare=False))

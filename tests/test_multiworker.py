@@ -224,3 +224,24 @@ def test_a_bad_tf_config_is_one_line(tf_config, message, tmp_path, monkeypatch, 
         monkeypatch.setenv("TF_CONFIG", tf_config)
     line = one_line_error(train.main, ["--strategy", "multiworker", "--output", str(tmp_path / "run")], capsys)
     assert message in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_commands_are_refused_on_both(tmp_path):
+    from keras_hourglass.distributed import loopback_cluster
+
+    chief_config, other_config = loopback_cluster(2)
+    logs = []
+    for tf_config, batch in ((chief_config, "8"), (other_config, "4")):
+        args = [*command(tmp_path, "--epochs", "1"), "--batch-size", batch]
+        logs.append(subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, text=True,
+                                     env=dict(os.environ, TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))
+    chief, other = [process.communicate(timeout=WORKER_TIMEOUT) for process in logs]
+    assert [process.returncode for process in logs] == [2, 2], (chief, other)
+    assert chief[1].strip().splitlines()[-1] == ("train.py: error: CollectiveAllReduceStrategy worker 0 of 2: worker 1 "
+                                                 "was started with other batch_size; start every worker with the "
+                                                 "same command.")
+    assert other[1].strip().splitlines()[-1].endswith("worker 1 of 2: this command differs from the chief's in "
+                                                       "batch_size; start every worker with the same command.")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
