@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     parser.add_argument("train_args", nargs="*", help="more train.py flags (after --)")
     args = parser.parse_args(argv)
 
+    from keras_hourglass.cli import quiet_tensorflow
+
+    quiet_tensorflow()  # the start-up lines, before the table
     from keras_hourglass.data.synthetic import generate
 
     with tempfile.TemporaryDirectory() as folder:
