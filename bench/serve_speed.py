@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         model = saved_model_folder(build_parser().parse_args([args.model]), workdir)
         pixels = decode_photo(data, str(image))[0]
         print(f"CPU: {cpu_name()}")
-        print(f"model: {args.model}; image: {image.name}, {pixels.shape[1]}x{pixels.shape[0]}, {len(data):,} bytes")
+        print(f"model: {os.path.relpath(args.model)}; image: {image.name}, {pixels.shape[1]}x{pixels.shape[0]}, {len(data):,} bytes")
 
         port = free_port()
         log_path = os.path.join(workdir, "server.log")

@@ -148,6 +148,18 @@ def check_extra(signature: str, extra: dict, count: int) -> dict:
     return {}
 
 
+def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
+    """KServe logs every refused request (`InvalidInput`: a 4xx) as an error with a traceback; keep one warning line.
+
+    Errors of the server itself keep their traceback.
+    """
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None and type(error).__name__ in ("InvalidInput", "ModelNotFound"):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args, record.exc_info, record.exc_text = f"refused a request: {error}", (), None, None
+    return True
+
+
 class PoseServingModel:
     """Loads an exported SavedModel and answers V1 and V2 requests with its image signatures.
 
@@ -270,6 +282,8 @@ class PoseServingModel:
                 raise BadRequest(f"BYTES images must have shape [N] (N >= 1), one file each; got {list(files.shape)}.")
             images = [self.photo(data, f"images[{i}]") for i, data in enumerate(files)]
         elif images.datatype == "UINT8":
+            if isinstance(images.data, list) and images.data:  # JSON numbers: refuse what is not a pixel, as V1 does
+                pixel_array(images.data, "images")
             array = self.tensor_values(images)
             if array.ndim != 4 or array.shape[-1] != 3:
                 raise BadRequest(f"images must be UINT8 [N, height, width, 3] (RGB); got shape {list(array.shape)}.")
@@ -486,6 +500,7 @@ def serve(model_dir: str, name: str = DEFAULT_NAME, host: str = "127.0.0.1", por
                          enable_docs_url=False, enable_latency_logging=False, workers=1,
                          grace_period=max(1, int(request_timeout)))
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # two timing lines per request otherwise
+    logging.getLogger("kserve").addFilter(one_line_for_bad_requests)
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, twice per request
     add_routes(app, model)
     app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)

@@ -235,6 +235,7 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, phot
         (v2, files("%%% not base64"), 400, "base64"),
         (v2, files(b64(truncated.read_bytes())), 400, "cannot be decoded"),
         (v2, {"inputs": [tensor("images", batch.astype(np.float32))]}, 400, "datatype FP32"),
+        (v2, {"inputs": [{**images, "data": [0.5] + images["data"][1:]}]}, 400, "integers 0 to 255"),
         (v2, {"inputs": [tensor("images", batch[0])]}, 400, "[N, height, width, 3]"),
         (v2, {"inputs": [tensor("images", batch[..., :2])]}, 400, "[N, height, width, 3]"),
         (v2, {"inputs": [tensor("images", np.zeros((1, 0, 5, 3), np.uint8))]}, 400, "empty"),
@@ -260,6 +261,9 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, phot
         answer = request(url, body)
         assert answer[0] == status and words in answer[1]["error"], (url, str(body)[:200], answer)
         assert request(v2, good)[0] == 200, f"the server stopped answering after {str(body)[:200]}"
+    # A refused request is one warning line in the server's log, not an error with a traceback.
+    log = server.log.read_text()
+    assert "refused a request: " in log and "Traceback" not in log, log[-3000:]
 
 
 def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(server, photo):

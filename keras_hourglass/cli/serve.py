@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> None:
     from keras_hourglass.serving import serve
 
     with tempfile.TemporaryDirectory(prefix="keras-hourglass-serve-") as workdir:
+        print(f"loading {args.model}" + (" and exporting it as a SavedModel" if args.model.endswith(".keras") else "")
+              + ", then warming up its signatures (about a minute on a small CPU)", flush=True)
         folder = saved_model_folder(args, workdir)
         serve(folder, args.name, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20),
               args.max_image_side, args.request_timeout,

@@ -50,7 +50,20 @@ async function show(file) {
   const url = URL.createObjectURL(file);
   const photo = $("photo");
   await new Promise((resolve, reject) => { photo.onload = resolve; photo.onerror = reject; photo.src = url; })
-    .catch(() => { throw new Error(`${file.name || "the file"} is not an image this browser can show`); });
+    .catch(() => {
+      // Nothing of the previous photo stays on screen: no broken image, no old size or skeleton.
+      state.file = null;
+      state.result = null;
+      photo.hidden = true;
+      photo.removeAttribute("src");
+      $("stage").hidden = true;
+      $("placeholder").hidden = false;
+      $("drop").classList.remove("loaded");
+      for (const id of ["image-size", "time", "mean-score"]) $(id).textContent = "–";
+      $("download").disabled = true;
+      $("joints").replaceChildren();
+      throw new Error(`${file.name || "the file"} is not an image this browser can show`);
+    });
   state.size = [photo.naturalWidth, photo.naturalHeight];
   $("placeholder").hidden = true;
   $("stage").hidden = false;
