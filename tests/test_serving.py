@@ -397,5 +397,13 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, ph
             assert [k["name"] for k in saved["keypoints"]] == list(MPII.names) and saved["box"] == result["box"]
             page.screenshot(path=str(tmp_path / "page-box.png"))
             assert not errors, errors
+
+            # a file that is not an image: a message, and nothing of the previous photo left on screen
+            text = tmp_path / "notes.txt"
+            text.write_text("not a photo")
+            page.set_input_files("#file", str(text))
+            page.wait_for_function("document.getElementById('stage').hidden", timeout=10000)
+            assert "not an image" in page.inner_text("#message")
+            assert page.inner_text("#image-size") == "–" and not page.query_selector_all("#joints li")
         finally:
             chromium.close()
