@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from bench.cpu import describe_cpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = re.compile(r"^epoch \d+: \d+ steps of \d+ images in \S+ s: (\S+) images/s$", re.MULTILINE)
 
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
         generate(data, 4 * args.batch_size * args.steps, 16)
         common = ["--data-dir", data, "--batch-size", str(args.batch_size), "--epochs", "2", "--steps-per-epoch",
                   str(args.steps), "--no-evaluate", "--no-export-tflite", "--eval-every", "100", *args.train_args]
-        print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; global batch {args.batch_size}, "
+        print(f"CPU: {describe_cpu()}; global batch {args.batch_size}, "
               f"train.py {' '.join(args.train_args) or '(demo preset)'}")
         print(f"{'workers':>8} {'images/s':>9} {'vs first':>9}")
         base = None
@@ -83,16 +85,6 @@ def main(argv=None) -> int:
             base = base or rate
             print(f"{workers:>8} {rate:>9.1f} {rate / base:>8.2f}x", flush=True)
     return 0
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

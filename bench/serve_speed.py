@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import pathlib
-import platform
 import signal
 import socket
 import subprocess
@@ -32,18 +31,11 @@ import time
 
 import numpy as np
 
+from bench.cpu import describe_cpu
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "tests" / "data" / "synthetic_small.keras"
 SHARED_IMAGES = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "mpii" / "images"
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        lines = f.read().splitlines()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    avx512 = any(line.startswith("flags") and " avx512f" in line for line in lines)
-    return (f"{names[0] if names else platform.processor()}{' (AVX-512)' if avx512 else ''}, "
-            f"{os.cpu_count()} logical CPUs")
 
 
 def free_port() -> int:
@@ -131,7 +123,7 @@ def main(argv=None) -> int:
         # the folder both the server and this process run (a .keras file exported once, as `serve` does)
         model = saved_model_folder(build_parser().parse_args([args.model]), workdir)
         pixels = decode_photo(data, str(image))[0]
-        print(f"CPU: {cpu_name()}")
+        print(f"CPU: {describe_cpu()}")
         print(f"model: {os.path.relpath(args.model)}; image: {image.name}, {pixels.shape[1]}x{pixels.shape[0]}, {len(data):,} bytes")
 
         port = free_port()

@@ -92,6 +92,10 @@ SETTINGS = (
     Setting("sigma", 1.0, "target Gaussian sigma in heatmap pixels", "model", float),
     Setting("refine", "quarter", "sub-pixel decoding: the reference's quarter-pixel shift or DARK's Taylor step",
             "model", choices=("quarter", "taylor")),
+    Setting("qat_from", None, "quantization-aware fine-tuning of this trained model (a .keras file, or a run folder's "
+            "last epoch) for a full-integer TFLite file; the model's shape comes from it", "model"),
+    Setting("num_calibration", 200, "int8: training crops that calibrate the activation ranges (convert.py's "
+            "--num-calibration)", "model", int),
     Setting("batch_size", 16, "examples per training and evaluation batch", "optimisation", int),
     Setting("optimizer", "rmsprop", "optimiser (the paper: RMSprop)", "optimisation", choices=("rmsprop", "adam")),
     Setting("learning_rate", 2.5e-4, "peak learning rate", "optimisation", float),
@@ -120,7 +124,7 @@ SETTINGS = (
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 # Settings that name places, which may differ between the machines of one multi-worker run.
-PATH_SETTINGS = ("train_annotations", "valid_annotations", "image_dir", "data_dir", "output")
+PATH_SETTINGS = ("train_annotations", "valid_annotations", "image_dir", "data_dir", "output", "qat_from")
 
 
 def changed_settings(previous: dict, resolved: dict, ignore=()) -> list[str]:
@@ -210,14 +214,14 @@ def resolve_config(args: argparse.Namespace) -> Config:
             print(f"the preset's learning-rate drops {preset_drops} scaled to --epochs {values['epochs']}: {drops}")
     config = Config(**values)
     if config.output is None:
-        config.output = os.path.join("runs", config.preset)
+        config.output = os.path.join("runs", config.preset + ("-qat" if config.qat_from else ""))
     check_config(config)
     return config
 
 
 def check_config(config: Config) -> None:
     """Raises a `ValueError` naming the flag of the first invalid value."""
-    for name in ("batch_size", "epochs", "eval_every", "image_size", "num_train", "num_valid"):
+    for name in ("batch_size", "epochs", "eval_every", "image_size", "num_train", "num_valid", "num_calibration"):
         if getattr(config, name) < 1:
             raise ValueError(f"{SETTINGS_BY_NAME[name].flag} must be positive, got {getattr(config, name)}.")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:

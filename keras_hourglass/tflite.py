@@ -12,7 +12,8 @@ Quantization: `float32`, `float16` (weights), `dynamic` (int8 weights,
 float activations) and `int8` (int8 weights and activations, calibrated on
 `representative_images`; the decoding after the heatmaps is kept in float on
 purpose, and optionally the ops on the widest activations too, see
-`_selectively_quantized`). Every variant keeps float input and output, so
+`_selectively_quantized`; `int8_mac_share` says how much of the network
+runs in int8). Every variant keeps float input and output, so
 the app's code is the same for all four.
 
 Every converted file carries its metadata (input size, normalisation,
@@ -25,6 +26,7 @@ prediction run a `.tflite` file through the one inference loop.
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterable
 
 import numpy as np
@@ -146,13 +148,50 @@ def _selectively_quantized(converter, debug_images, keep_float_above: float | No
     return debugger.get_nondebug_quantized_model()
 
 
-def int8_op_share(model_path: str) -> float:
-    """Share of a model's operators that compute in int8 (first output int8), e.g. 0.0 for a float model."""
+def int8_mac_share(model_path: str) -> float:
+    """Share of the network's multiply-adds that a converted file computes in int8, e.g. 0.0 for a float model.
+
+    The network is every op that the `heatmaps` output depends on (the
+    decoding after it is not counted). A convolution counts its kernel's
+    multiply-adds per output value, `height * width * in_channels` (depthwise:
+    `height * width`); a fully connected layer, its input width; an
+    element-wise `MUL`, `ADD` or `SUB`, one per output value. An op counts as
+    int8 when its output is int8. Shape arithmetic, pooling and copies have
+    no multiply-adds.
+    """
     with open(model_path, "rb") as f:
-        subgraph = _graph(f.read(), SIGNATURE)[0]
-    int8 = flatbuffer_utils_module().schema_fb.TensorType.INT8
-    kinds = [subgraph.tensors[op.outputs[0]].type == int8 for op in subgraph.operators if len(op.outputs)]
-    return float(np.mean(kinds)) if kinds else 0.0
+        flatbuffer = f.read()
+    module = flatbuffer_utils_module()
+    model = module.convert_bytearray_to_object(bytearray(flatbuffer))
+    subgraph, _, operators, outputs = _graph(flatbuffer, SIGNATURE)
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    kinds = module.schema_fb.BuiltinOperator
+    producer = {index: op for op, (_, results) in zip(subgraph.operators, operators) for index in results}
+    network, frontier = set(), [outputs["heatmaps"]]
+    while frontier:  # the ops the heatmaps depend on
+        op = producer.get(frontier.pop())
+        if op is not None and id(op) not in network:
+            network.add(id(op))
+            frontier.extend(index for index in op.inputs if index >= 0)
+    total = int8 = 0.0
+    for op in subgraph.operators:
+        if id(op) not in network or not len(op.outputs):
+            continue
+        output = subgraph.tensors[op.outputs[0]]
+        code, values = codes[op.opcodeIndex], float(np.prod(output.shape))
+        if code == kinds.CONV_2D:
+            macs = values * float(np.prod(subgraph.tensors[op.inputs[1]].shape[1:]))
+        elif code == kinds.DEPTHWISE_CONV_2D:
+            macs = values * float(np.prod(subgraph.tensors[op.inputs[1]].shape[1:3]))
+        elif code == kinds.FULLY_CONNECTED:
+            macs = values * float(subgraph.tensors[op.inputs[1]].shape[-1])
+        elif code in (kinds.MUL, kinds.ADD, kinds.SUB):
+            macs = values
+        else:
+            continue
+        total += macs
+        int8 += macs if output.type == module.schema_fb.TensorType.INT8 else 0.0
+    return int8 / total if total else 0.0
 
 
 def make_interpreter(model_path: str, num_threads: int = 2):
@@ -191,3 +230,14 @@ class TFLitePoseModel:
             raise ValueError(f"crops must be [N, height, width, 3] float32 in [0, 1], got shape {crops.shape}.")
         outputs = [self.runner(images=crop[None]) for crop in crops]  # the converted graph has batch 1
         return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+
+    def milliseconds_per_image(self, steps: int = 20) -> float:
+        """Median time of one crop through the file on this machine (after 2 unmeasured calls)."""
+        height, width = self.metadata["input_size"]
+        crop = np.random.default_rng(0).uniform(0, 1, (1, height, width, 3)).astype(np.float32)
+        times = []
+        for step in range(steps + 2):
+            start = time.perf_counter()
+            self.runner(images=crop)
+            times.append(time.perf_counter() - start)
+        return 1000 * float(np.median(times[2:]))

@@ -15,7 +15,11 @@ validation metric per epoch), `tensorboard/`, `checkpoints/best` and
 `checkpoints/last` (SavedModels with serving signatures), `resume/`, and
 after training `eval/` (table, predictions, plots), `model.tflite`,
 `training_curves.png` and `summary.json` (`train_seconds` sums the runs that
-finished; `total_seconds` is the last invocation's).
+finished; `total_seconds` is the last invocation's). A quantization-aware
+run (`--qat-from`, see `keras_hourglass.quantization`) writes
+`model-int8.tflite` (calibrated on the same training crops as during
+fine-tuning) instead of `model.tflite`, `calibration/` (the ranges' last
+conversion) and `model.keras` (the float model after its last epoch).
 
 Under `--strategy multiworker` every worker runs this same function; what
 differs between the chief and the others is in `run_training` and
@@ -104,23 +108,71 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
     return WarmupStepDecay(values, boundaries, config.warmup_epochs * steps_per_epoch)
 
 
-def build_model(config: Config, num_keypoints: int, steps_per_epoch: int):
-    import keras
-
-    from keras_hourglass import HeatmapMSE, build_variant
+def build_architecture(config: Config, num_keypoints: int):
+    """The untrained network of a configuration (its variant with the model flags applied)."""
+    from keras_hourglass import build_variant
 
     overrides = {"image_size": (config.image_size, config.image_size)}
     for name, key in (("stacks", "num_stacks"), ("filters", "filters"), ("depth", "depth"),
                       ("stem_filters", "stem_filters")):
         if getattr(config, name) is not None:
             overrides[key] = getattr(config, name)
-    model = build_variant(config.variant, num_keypoints, **overrides)
+    return build_variant(config.variant, num_keypoints, **overrides)
+
+
+def load_trained_model(path: str, num_keypoints: int):
+    """The float model of `--qat-from`: a `.keras` file, or a training run folder's last completed epoch."""
+    from keras_hourglass.callbacks import latest_resume_state
+    from keras_hourglass.callbacks.checkpoint import WEIGHTS_FILE
+    from keras_hourglass.pose_model import load_keras_model
+
+    if path.endswith(".keras"):
+        return load_keras_model(path)
+    config_path = os.path.join(path, "config.json")
+    latest = latest_resume_state(os.path.join(path, "resume")) if os.path.isdir(path) else None
+    if not os.path.isfile(config_path) or not latest:
+        raise ValueError(f"--qat-from {path}: expected a .keras file or a run folder with config.json and a "
+                         "completed epoch under resume/.")
+    with open(config_path) as f:
+        source = config_from_json(json.load(f), config_path)
+    if source.qat_from:
+        raise ValueError(f"--qat-from {path}: a quantization-aware run already; fine-tune from its model.keras.")
+    model = build_architecture(source, num_keypoints)
+    try:
+        model.load_weights(os.path.join(latest, WEIGHTS_FILE))
+    except ValueError as error:
+        raise ValueError(f"--qat-from {path}: its weights do not fit {num_keypoints} keypoints "
+                         f"({str(error).splitlines()[0]}).") from None
+    return model
+
+
+def build_model(config: Config, num_keypoints: int, steps_per_epoch: int):
+    """`(the model to fit, compiled; the float model it trains)`: one model, unless `--qat-from`.
+
+    With `--qat-from`, the float model is the trained one and the model
+    fitted is its quantization-aware wrapper (`keras_hourglass.quantization`),
+    which shares its weights.
+    """
+    import keras
+
+    from keras_hourglass import HeatmapMSE
+    from keras_hourglass.quantization import quantization_aware_model
+
+    if config.qat_from:
+        float_model = load_trained_model(config.qat_from, num_keypoints)
+        shape = (tuple(float_model.input_shape[1:3]), float_model.outputs[-1].shape[-1])
+        if shape != ((config.image_size, config.image_size), num_keypoints):
+            raise ValueError(f"--qat-from {config.qat_from}: the model takes {shape[0][0]}x{shape[0][1]} crops and "
+                             f"gives {shape[1]} heatmaps; the run has --image-size {config.image_size} and "
+                             f"{num_keypoints} keypoints.")
+        model = quantization_aware_model(float_model)
+    else:
+        model = float_model = build_architecture(config, num_keypoints)
     schedule = learning_rate_schedule(config, steps_per_epoch)
     optimizer = (keras.optimizers.Adam(schedule) if config.optimizer == "adam"
                  else keras.optimizers.RMSprop(schedule))
     model.compile(optimizer, loss=HeatmapMSE(), jit_compile=config.xla)
-    return model
-
+    return model, float_model
 
 
 def training_dataset(config: Config, records, codec, num_stacks: int, strategy):
@@ -180,17 +232,22 @@ def prepare_output(config: Config) -> str:
     return write_json(path, resolved)
 
 
-def make_callbacks(config: Config, valid, codec, output: str):
-    """The run's callbacks, writing under `output` (the run folder, or a non-chief worker's temporary folder)."""
+def make_callbacks(config: Config, valid, codec, output: str, float_model, calibration=None):
+    """The run's callbacks, writing under `output` (the run folder, or a non-chief worker's temporary folder).
+
+    Quantization-aware runs (`calibration` crops given) calibrate their
+    ranges again at the start of every epoch and export the float model.
+    """
     import keras
 
     from keras_hourglass.callbacks import PCKCallback, ResumeCheckpoint, SavedModelCheckpoint, Throughput
+    from keras_hourglass.quantization import RecalibrateRanges
 
     pck = PCKCallback(valid, every=config.eval_every, flip_test=config.flip_test, threshold=config.threshold,
                       batch_size=config.batch_size, codec=codec, check_images=False)  # checked by load_data
     os.makedirs(output, exist_ok=True)
     best = SavedModelCheckpoint(os.path.join(output, "checkpoints"), codec, valid.spec.names, monitor=pck.monitor,
-                                flip_test=config.flip_test, limbs=valid.spec.limbs)
+                                flip_test=config.flip_test, limbs=valid.spec.limbs, export_model=float_model)
     resume = ResumeCheckpoint(os.path.join(output, "resume"), stateful={"best": best})
     # The step rate first (it stops its clock at the last step), then the metric, so that everything after
     # it sees val_pckh in the logs. The resume checkpoint last: an epoch is done once everything has seen it.
@@ -198,6 +255,8 @@ def make_callbacks(config: Config, valid, codec, output: str):
                  keras.callbacks.CSVLogger(os.path.join(output, "training_log.csv"), append=True),
                  keras.callbacks.TensorBoard(os.path.join(output, "tensorboard"), write_graph=False),
                  resume]
+    if calibration is not None:
+        callbacks.insert(0, RecalibrateRanges(float_model, calibration, os.path.join(output, "calibration")))
     return callbacks, best, resume
 
 
@@ -237,13 +296,19 @@ def train(config: Config, train_records, valid, strategy, worker, output: str) -
     if steps < 1:
         raise ValueError(f"{train_records.source}: {len(train_records)} people make no full batch of {config.batch_size}.")
     with strategy.scope():
-        model = build_model(config, train_records.spec.num_keypoints, steps)
+        model, float_model = build_model(config, train_records.spec.num_keypoints, steps)
+    calibration = None
+    if config.qat_from:  # the crops convert.py calibrates on, so that training sees the final file's ranges
+        from keras_hourglass.quantization import calibration_crops
+
+        calibration = calibration_crops(train_records, (config.image_size,) * 2, config.num_calibration,
+                                        config.batch_size)
     dataset, element_spec = training_dataset(config, train_records, codec, len(stack_outputs(model.outputs)),
                                              strategy)
     distribute_fit(model, strategy, element_spec)
     if worker.chief:
         prepare_output(config)  # only once the data, model and pipeline have been built without error
-    callbacks, best, resume = make_callbacks(config, valid, codec, output)
+    callbacks, best, resume = make_callbacks(config, valid, codec, output, float_model, calibration)
     if worker.distributed:  # the weights of workers in step are equal, byte for byte
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
             f"epoch {epoch + 1}: weights {weights_digest(model)} after step {int(model.optimizer.iterations.numpy())} "
@@ -263,7 +328,12 @@ def train(config: Config, train_records, valid, strategy, worker, output: str) -
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     else:
         print(f"{config.output} has finished all {config.epochs} epochs; evaluating and exporting only")
-    return {"valid": valid, "best": best, "train_seconds": time.perf_counter() - start}
+    if config.qat_from and worker.chief:
+        from keras_hourglass.fileio import atomic_path
+
+        with atomic_path(os.path.join(config.output, "model.keras"), keep_extension=True) as temporary:
+            float_model.save(temporary)
+    return {"valid": valid, "best": best, "calibration": calibration, "train_seconds": time.perf_counter() - start}
 
 
 def finish(config: Config, run: dict) -> dict:
@@ -291,9 +361,18 @@ def finish(config: Config, run: dict) -> dict:
     if config.export_tflite and best_path:
         from keras_hourglass.tflite import convert_saved_model
 
-        path = convert_saved_model(best_path, os.path.join(config.output, "model.tflite"))
+        if config.qat_from:  # the point of the run: a full-integer file, on the crops it was trained for
+            path = convert_saved_model(best_path, os.path.join(config.output, "model-int8.tflite"), "int8",
+                                       run["calibration"])
+        else:
+            path = convert_saved_model(best_path, os.path.join(config.output, "model.tflite"))
         print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
         summary["tflite"] = path
+        if config.qat_from and config.evaluate:
+            result = evaluate_model(load_pose_model(path), run["valid"], config.flip_test, config.batch_size,
+                                    config.threshold, check_images=False).result
+            print(f"{path}: {result.metric}@{result.threshold:g} {result.mean:.2f}")
+            summary["int8_mean"] = round(result.mean, 2)
     summary["saved_model"] = best_path
     return summary
 

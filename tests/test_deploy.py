@@ -71,11 +71,12 @@ def test_in_graph_decoding_equals_the_codec_on_the_tflite_heatmaps(synthetic, tm
     """The app reads `keypoints` from the file; evaluation decodes its `heatmaps`: they must agree."""
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.codec import HeatmapCodec
+    from keras_hourglass.quantization import calibration_crops
     from keras_hourglass.tflite import TFLitePoseModel
 
     report = run_convert(synthetic, str(tmp_path / "out"), "--quantization", "float16", "int8", valid=False)
     records = load_records("synthetic", os.path.join(synthetic, "valid.h5"), os.path.join(synthetic, "images"))
-    crops = np.asarray(convert.calibration_crops(records, (64, 64), 8, 8))
+    crops = np.asarray(calibration_crops(records, (64, 64), 8, 8))
     for path in report["files"].values():
         model = TFLitePoseModel(path)
         outputs = model.predict(crops)

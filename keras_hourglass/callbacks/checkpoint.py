@@ -44,11 +44,15 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         mode: `"max"` (PCK) or `"min"` (a loss).
         flip_test: export the signatures with the flip test.
         limbs: the skeleton (`JointSpec.limbs`), kept in the metadata.
+        export_model: the model to export, when it is not the one being
+            fitted (quantization-aware training fits a wrapper that shares
+            the float model's weights; the float model is what is exported).
     """
 
     def __init__(self, directory: str, codec: HeatmapCodec, keypoint_names, monitor: str = "val_pckh",
-                 mode: str = "max", flip_test: bool = False, verbose: int = 1, limbs=()):
+                 mode: str = "max", flip_test: bool = False, verbose: int = 1, limbs=(), export_model=None):
         super().__init__()
+        self.export_model = export_model
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
         self.directory = directory
@@ -77,7 +81,7 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
 
     def _export(self, path, epoch, value=None):
         if self._estimator is None:  # one estimator per run: later saves reuse its traced functions
-            self._estimator = PoseEstimator(self.model, self.codec, self.keypoint_names, self.flip_test, self.limbs)
+            self._estimator = PoseEstimator(self.export_model or self.model, self.codec, self.keypoint_names, self.flip_test, self.limbs)
         save_estimator(self._estimator, path,
                        {"checkpoint.json": {"epoch": epoch + 1, "monitor": self.monitor, "value": value}})
 

@@ -82,6 +82,7 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     from keras_hourglass.equalization import equalize_channel_ranges
     from keras_hourglass.export import export_saved_model, last_output_shape
     from keras_hourglass.pose_model import load_keras_model
+    from keras_hourglass.quantization import calibration_crops
 
     if not args.model.endswith(".keras"):
         return args.model, None
@@ -96,17 +97,6 @@ def source_saved_model(args, records, calibration) -> tuple[str, list | None]:
     codec = HeatmapCodec(size, tuple(last_output_shape(model)[1:3]), flip_index=spec.flip_index, refine=args.refine)
     return export_saved_model(model, os.path.join(args.output, "saved_model"), codec, spec.names, args.flip_test,
                               spec.limbs), crops
-
-
-def calibration_crops(records, image_size, count: int, batch_size: int) -> list:
-    """`count` crops of people drawn at random (seed 0) from `records`, as the model sees them."""
-    from keras_hourglass.data.pipeline import build_eval_dataset
-
-    if count < 1:
-        raise ValueError(f"--num-calibration must be positive, got {count}.")
-    rows = np.sort(np.random.default_rng(0).permutation(len(records))[:count])
-    crops = [batch["image"].numpy() for batch in build_eval_dataset(records.select(rows), image_size, batch_size)]
-    return list(np.concatenate(crops))
 
 
 def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray:
@@ -133,7 +123,8 @@ def run(args: argparse.Namespace) -> dict:
     from keras_hourglass.evaluation import evaluate_model
     from keras_hourglass.fileio import write_json
     from keras_hourglass.pose_model import load_pose_model
-    from keras_hourglass.tflite import convert_saved_model, int8_op_share
+    from keras_hourglass.quantization import calibration_crops
+    from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_mac_share
 
     calibration = records = None
     if args.calibration:
@@ -147,15 +138,17 @@ def run(args: argparse.Namespace) -> dict:
     image_size = tuple(source.codec.image_size)
     if crops is None and "int8" in args.quantization:
         crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
-    files, int8_shares = {}, {}
+    files, int8_shares, speeds = {}, {}, {}
     for quantization in args.quantization:
         start = time.perf_counter()
         path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
                                    quantization, crops if quantization == "int8" else None,
                                    args.int8_keep_float_above if quantization == "int8" else None)
-        files[quantization], int8_shares[quantization] = path, int8_op_share(path)
-        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.0f}% of "
-              f"ops in int8, {time.perf_counter() - start:.0f} s)", flush=True)
+        files[quantization], int8_shares[quantization] = path, int8_mac_share(path)
+        speeds[quantization] = TFLitePoseModel(path).milliseconds_per_image()
+        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.1f}% of "
+              f"multiply-adds in int8, {speeds[quantization]:.2f} ms/image, converted in "
+              f"{time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
               "int8_keep_float_above": args.int8_keep_float_above, "equalized": args.equalize,
               "flip_test_in_graph": source.flip_tested}
@@ -170,7 +163,8 @@ def run(args: argparse.Namespace) -> dict:
             distance = crop_pixel_distance(evaluation.keypoints, reference.keypoints, records, image_size)
             rows[quantization] = {"mean": result.mean, "drop": base.mean - result.mean, "groups": result.groups,
                                   "max_crop_px": float(distance.max()), "mean_crop_px": float(distance.mean()),
-                                  "mib": os.path.getsize(path) / 2**20, "int8_op_share": int8_shares[quantization]}
+                                  "mib": os.path.getsize(path) / 2**20, "int8_mac_share": int8_shares[quantization],
+                                  "ms_per_image": speeds[quantization]}
         report["parity"] = rows
         print(format_parity(report))
     write_json(os.path.join(args.output, "parity.json"), report)
@@ -180,14 +174,15 @@ def run(args: argparse.Namespace) -> dict:
 def format_parity(report: dict) -> str:
     lines = [f"{report['valid']}: {report['people']} people, {report['metric']}, "
              f"flip test {'in the graph' if report['flip_test_in_graph'] else 'off'}",
-             f"{'model':<10}{'MiB':>7}{'int8 ops':>9}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
-             "  (keypoint shift from the source, crop px)"]
+             f"{'model':<10}{'MiB':>7}{'int8 MACs':>10}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}{'ms':>7}"
+             "  (keypoint shift from the source in crop px; ms per image here, batch 1)"]
     for name, row in report["parity"].items():
         if name == "source":
-            lines.append(f"{'source':<10}{'':>16}{row['mean']:>8.2f}")
+            lines.append(f"{'source':<10}{'':>17}{row['mean']:>8.2f}")
         else:
-            lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_op_share']:>8.0f}%{row['mean']:>8.2f}{row['drop']:>7.2f}"
-                         f"{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}")
+            lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_mac_share']:>9.1f}%{row['mean']:>8.2f}"
+                         f"{row['drop']:>7.2f}{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}"
+                         f"{row['ms_per_image']:>7.2f}")
     return "\n".join(lines)
 
 
