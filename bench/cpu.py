@@ -16,14 +16,18 @@ import platform
 FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "asimddp", "i8mm")
 
 
-def cpu_flags() -> set:
-    """The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on Arm); empty where it is missing."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return set()
-    for line in lines:
+def cpu_flags(cpuinfo: str | None = None) -> set:
+    """The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on Arm); empty where it is missing.
+
+    `cpuinfo`: the file's text (default: read it).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return set(value.split())

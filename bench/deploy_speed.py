@@ -19,7 +19,9 @@ model's FLOPs (2 per multiply-add of every convolution, the rest is
 negligible) over its time, as a share of the machine's float32
 matrix-multiply GFLOP/s: the best of NumPy's BLAS and TensorFlow at
 1024 and 2048 square, on the same number of threads. The int8 variants are
-held to the same float32 reference.
+held to the same float32 reference. The first line names the CPU and its
+integer features (`bench.cpu`): int8 speed depends on them (VNNI or AMX on
+x86, the dot-product extensions on Arm).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 
+from bench.cpu import describe_cpu
 
 def seconds_per_call(fn, steps: int, warmup: int = 2, best: bool = False) -> float:
     """Median (or best) wall time of `fn` over `steps` calls after `warmup` calls."""
@@ -79,10 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow and LiteRT threads (default 2)")
     parser.add_argument("--steps", type=int, default=10, help="timed images per format (default 10)")
     parser.add_argument("--formats", nargs="+", default=["keras", "savedmodel", "float32", "float16", "dynamic", "int8"])
+    parser.add_argument("--num-calibration", type=int, default=8,
+                        help="random crops that calibrate int8 (default 8: they set ranges only; 200, convert.py's "
+                             "default, times a real conversion)")
     parser.add_argument("--keep", help="folder to keep the exported models in (default: a temporary one)")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.steps < 1:
-        parser.error("--threads and --steps must be positive")
+    if args.threads < 1 or args.steps < 1 or args.num_calibration < 1:
+        parser.error("--threads, --steps and --num-calibration must be positive")
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # read when NumPy's BLAS loads, just below
 
     import numpy as np
@@ -93,11 +99,12 @@ def main(argv=None) -> int:
 
     from keras_hourglass import MPII, VARIANTS, HeatmapCodec, build_variant
     from keras_hourglass.export import export_saved_model
-    from keras_hourglass.tflite import QUANTIZATIONS, TFLitePoseModel, convert_saved_model, int8_op_share
+    from keras_hourglass.tflite import QUANTIZATIONS, TFLitePoseModel, convert_saved_model, int8_mac_share
 
     unknown = [v for v in args.variant if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; expected {sorted(VARIANTS)}")
+    print(f"CPU: {describe_cpu()}", flush=True)
     references = matmul_gflops()
     peak = max(references.values())
     print(f"float32 matmul on {args.threads} thread(s), GFLOP/s: "
@@ -123,13 +130,13 @@ def main(argv=None) -> int:
             signature = tf.saved_model.load(saved).signatures["crops"]
             timings["savedmodel"] = seconds_per_call(
                 lambda: {k: v.numpy() for k, v in signature(images=tf.constant(crop)).items()}, args.steps)
-        calibration = list(rng.uniform(0, 1, (8, *size, 3)).astype(np.float32))
+        calibration = list(rng.uniform(0, 1, (args.num_calibration, *size, 3)).astype(np.float32))
         for quantization in (q for q in QUANTIZATIONS if q in args.formats):
             start = time.perf_counter()
             path = convert_saved_model(saved, os.path.join(folder, variant, f"model-{quantization}.tflite"),
                                        quantization, calibration if quantization == "int8" else None)
             print(f"  converted {quantization} in {time.perf_counter() - start:.0f} s "
-                  f"({os.path.getsize(path) / 2**20:.1f} MiB, {100 * int8_op_share(path):.0f}% of ops int8)", flush=True)
+                  f"({os.path.getsize(path) / 2**20:.1f} MiB, {100 * int8_mac_share(path):.1f}% of multiply-adds in int8)", flush=True)
             runner = TFLitePoseModel(path, num_threads=args.threads)
             timings[f"tflite-{quantization}"] = seconds_per_call(lambda: runner.predict(crop), args.steps)
         for name, seconds in timings.items():
@@ -137,7 +144,8 @@ def main(argv=None) -> int:
             rows.append((variant, name, 1000 * seconds, achieved, 100 * achieved / peak))
             print(f"  {name:<16} {1000 * seconds:9.1f} ms/image  {achieved:7.1f} GFLOP/s  "
                   f"{100 * achieved / peak:5.1f}% of matmul", flush=True)
-    print(f"\nbatch 1, {args.threads} thread(s), median of {args.steps}; matmul reference {peak:.1f} GFLOP/s")
+    print(f"\n{describe_cpu()}\nbatch 1, {args.threads} thread(s), median of {args.steps}; matmul reference "
+          f"{peak:.1f} GFLOP/s")
     print(f"{'variant':<18}{'format':<18}{'ms/image':>10}{'GFLOP/s':>9}{'% matmul':>10}")
     for variant, name, ms, achieved, share in rows:
         print(f"{variant:<18}{name:<18}{ms:>10.1f}{achieved:>9.1f}{share:>10.1f}")

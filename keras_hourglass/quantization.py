@@ -22,14 +22,17 @@ the TFLite converter's full-integer quantization does
 * zero padding, max pooling and nearest upsampling keep their input's
   scale, so they round nothing.
 
-Activations are asymmetric int8 (`[-128, 127]` with a zero point) with
-their range taken as the converter takes it: the minimum and maximum of the
-float model's tensor over the calibration crops, widened to include 0.
-`calibrate(qat_model, crops)` measures those ranges; fine-tuning keeps them
-fixed and calibrates again at every epoch (`RecalibrateRanges`), so the
-ranges the network learns to live with are the ones the converter will
-measure on the same crops. Rounding passes gradients straight through
-inside the range and none outside it (the straight-through estimator).
+Activations are asymmetric int8 (`[-128, 127]` with a zero point). Their
+ranges are not guessed here: `calibrate(qat_model, model, crops, folder)`
+converts the float model exactly as `convert.py` will (the same
+calibration crops, the same range method) and copies every tensor's scale
+and zero point from that file (`ranges_from_tflite`), including the
+converter's own choices (some convolutions that feed an `ADD` get the sum's
+scale). Fine-tuning keeps the ranges fixed and calibrates again at the
+start of every epoch (`RecalibrateRanges`), so the ranges the network
+learns to live with are the ones the final conversion gives. Rounding
+passes gradients straight through inside the range and none outside it
+(the straight-through estimator).
 
 Batch-norm statistics stay frozen during fine-tuning (the folded kernel
 uses the moving mean and variance; gamma and beta still learn), as usual
@@ -37,8 +40,11 @@ for a short quantization-aware phase. Because the wrapper shares the float
 model's variables, fine-tuning changes the float model in place: save it
 and convert it with `convert.py --quantization int8` as any trained model.
 
-`tests/test_quantization.py` checks that the wrapper's outputs equal the
-converted int8 file's to within one output step.
+`tests/test_quantization.py` checks, op by op, that each wrapper layer
+given the int8 file's own input gives its output to within one step (and
+exactly for over 99% of values). Whole networks differ by more: one step of
+difference in a residual stream is multiplied by the next batch
+normalisation, as between any two int8 implementations.
 """
 
 from __future__ import annotations

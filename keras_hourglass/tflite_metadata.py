@@ -35,6 +35,7 @@ import numpy as np
 
 # The variants `keras_hourglass.tflite.convert_saved_model` writes; the metadata records which.
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+RANGES = ("minmax", "percentile", "mse")  # how int8 activation ranges come from calibration (tflite.refined_ranges)
 
 STANDARD_NAME = "TFLITE_METADATA"
 JSON_NAME = "keras_hourglass"

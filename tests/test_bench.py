@@ -40,3 +40,16 @@ def test_the_multiworker_benchmark_reads_the_last_epoch_rate_that_train_prints()
     assert images_per_second(log) == 50.0
     with pytest.raises(RuntimeError, match="no epoch rate"):
         images_per_second("10/10 - 12s - 1s/step")
+
+
+def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo():
+    from bench.cpu import FEATURES, cpu_flags, describe_cpu
+
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\nprocessor\t: 1\n"
+    assert cpu_flags(x86) == {"fpu", "avx2", "avx512f", "avx512_vnni"}
+    assert cpu_flags("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n") >= {"asimddp", "i8mm"}
+    assert cpu_flags("nothing here") == set()
+    line = describe_cpu()
+    assert "logical CPUs; integer features: " in line
+    assert all(name in FEATURES for name in line.split("integer features: ")[1].split(";")[0].split()
+               if name != "none" and name != "found")

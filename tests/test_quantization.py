@@ -171,3 +171,14 @@ def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, tm
                                        "1", "--output", str(tmp_path / "c"), "--qat-from", source_model], capsys)
     assert "takes 64x64 crops" in line and "--image-size 128" in line
     assert not os.path.exists(tmp_path / "c" / "config.json")
+
+
+def test_qat_from_a_run_folder_takes_its_last_epoch(tiny_synthetic, tmp_path, capsys):
+    base = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--epochs", "1", "--steps-per-epoch", "1", "--no-flip-test",
+            "--no-evaluate", "--no-export-tflite", "--num-calibration", "8"]
+    source, tuned = str(tmp_path / "source"), str(tmp_path / "qat")
+    assert train.main([*base, "--output", source]) == 0
+    assert train.main([*base, "--output", tuned, "--qat-from", source]) == 0
+    assert os.path.isfile(os.path.join(tuned, "model.keras"))
+    line = one_line_error(train.main, [*base, "--output", str(tmp_path / "again"), "--qat-from", tuned], capsys)
+    assert "a quantization-aware run already; fine-tune from its model.keras" in line

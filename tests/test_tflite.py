@@ -7,7 +7,7 @@ import pytest
 
 from keras_hourglass import MPII, HeatmapCodec
 from keras_hourglass.pose_model import load_pose_model
-from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_op_share
+from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_mac_share
 from keras_hourglass.tflite_metadata import FILE_IDENTIFIER, JSON_FILE, LABELS_FILE, read_metadata
 from tests.conftest import assert_close_to_scale
 
@@ -26,7 +26,7 @@ def test_float32_matches_the_keras_model(saved_model, tmp_path):
     assert_close_to_scale(outputs["heatmaps"], expected)
     keypoints, _ = codec.decode(expected)
     assert np.abs(outputs["keypoints"] - keypoints.numpy()).max() <= 0.5
-    assert int8_op_share(tflite_path) == 0.0
+    assert int8_mac_share(tflite_path) == 0.0
 
 
 class _Table:

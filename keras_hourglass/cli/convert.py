@@ -37,7 +37,7 @@ import numpy as np
 
 from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command
 from keras_hourglass.joints import DATASETS, get_joint_spec
-from keras_hourglass.tflite_metadata import QUANTIZATIONS
+from keras_hourglass.tflite_metadata import QUANTIZATIONS, RANGES
 
 
 def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
@@ -53,6 +53,10 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
     parser.add_argument("--int8-keep-float-above", type=float, metavar="RANGE",
                         help="int8: keep in float the ops on activations whose calibrated range exceeds RANGE "
                              "(default: quantize every op with an int8 kernel)")
+    parser.add_argument("--int8-ranges", choices=RANGES, default="percentile",
+                        help="int8: each activation's range from the calibration crops: minimum to maximum (the "
+                             "converter's own), the 0.01th to 99.99th percentiles (default), or the range of least "
+                             "squared error")
     parser.add_argument("--equalize", action="store_true",
                         help=".keras only: equalise per-channel activation ranges first (same outputs; int8 loses "
                              "less), measured on the calibration crops")
@@ -143,14 +147,16 @@ def run(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
                                    quantization, crops if quantization == "int8" else None,
-                                   args.int8_keep_float_above if quantization == "int8" else None)
+                                   args.int8_keep_float_above if quantization == "int8" else None,
+                                   args.int8_ranges)
         files[quantization], int8_shares[quantization] = path, int8_mac_share(path)
         speeds[quantization] = TFLitePoseModel(path).milliseconds_per_image()
         print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.1f}% of "
               f"multiply-adds in int8, {speeds[quantization]:.2f} ms/image, converted in "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
-              "int8_keep_float_above": args.int8_keep_float_above, "equalized": args.equalize,
+              "int8_keep_float_above": args.int8_keep_float_above, "int8_ranges": args.int8_ranges,
+              "equalized": args.equalize,
               "flip_test_in_graph": source.flip_tested}
     if records is not None:
         reference = evaluate_model(source, records, False, args.batch_size)
