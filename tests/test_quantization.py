@@ -148,7 +148,7 @@ def test_qat_from_a_keras_file_ends_in_a_full_integer_file(tiny_synthetic, sourc
     assert train.main(argv) == 0
     out = capsys.readouterr().out
     assert "model-int8.tflite: PCKh@0.5" in out
-    assert sorted(os.listdir(run)) == sorted(["calibration", "checkpoints", "config.json", "eval", "model-int8.tflite",
+    assert sorted(os.listdir(run)) == sorted([".lock", "calibration", "checkpoints", "config.json", "eval", "model-int8.tflite",
                                               "model.keras", "resume", "summary.json", "tensorboard",
                                               "training_curves.png", "training_log.csv"])
     assert int8_mac_share(os.path.join(run, "model-int8.tflite")) == 1.0

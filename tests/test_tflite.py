@@ -116,6 +116,8 @@ def test_conversion_names_what_is_wrong(saved_model, tmp_path):
     _, _, path = saved_model
     with pytest.raises(ValueError, match="quantization must be one of"):
         convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int4")
+    with pytest.raises(ValueError, match="ranges must be one of minmax, percentile, mse, got 'p99'"):
+        convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int8", ranges="p99")
     with pytest.raises(ValueError, match="representative_images"):
         convert_saved_model(path, str(tmp_path / "m.tflite"), quantization="int8")
     with pytest.raises(ValueError, match=r"representative_images\[1\] has shape \(32, 32, 3\); expected crops \(64, 64, 3\)"):
@@ -129,3 +131,26 @@ def test_conversion_names_what_is_wrong(saved_model, tmp_path):
     not_ours.write_bytes(b"TFL3")
     with pytest.raises(ValueError, match="no keras_hourglass metadata"):
         read_metadata(str(not_ours))
+
+
+def test_refined_int8_ranges_are_narrower_than_min_max(saved_model, tmp_path):
+    """Percentile and least-squared-error ranges clip rare extremes: never wider than min/max, often narrower."""
+    from keras_hourglass.tflite import SIGNATURE, _graph
+
+    _, _, path = saved_model
+    crops = list(np.random.default_rng(0).uniform(0, 1, (6, 64, 64, 3)).astype(np.float32))
+    steps = {}
+    for ranges in ("minmax", "percentile", "mse"):
+        tflite_path = convert_saved_model(path, str(tmp_path / f"{ranges}.tflite"), "int8", crops, ranges=ranges)
+        assert read_metadata(tflite_path)["int8_ranges"] == ranges
+        assert int8_mac_share(tflite_path) == 1.0
+        with open(tflite_path, "rb") as f:
+            subgraph, names, operators, _ = _graph(f.read(), SIGNATURE)
+        steps[ranges] = {names[outputs[0]]: float(subgraph.tensors[outputs[0]].quantization.scale[0])
+                         for _, outputs in operators if subgraph.tensors[outputs[0]].quantization is not None
+                         and subgraph.tensors[outputs[0]].quantization.scale is not None
+                         and len(subgraph.tensors[outputs[0]].quantization.scale) == 1}
+    for ranges in ("percentile", "mse"):
+        assert steps[ranges].keys() == steps["minmax"].keys()
+        ratios = np.array([steps[ranges][name] / steps["minmax"][name] for name in steps["minmax"]])
+        assert ratios.max() <= 1.0 + 1e-3 and np.mean(ratios < 0.999) > 0.3, (ranges, ratios)
