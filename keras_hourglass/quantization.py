@@ -28,9 +28,11 @@ converts the float model exactly as `convert.py` will (the same
 calibration crops, the same range method) and copies every tensor's scale
 and zero point from that file (`ranges_from_tflite`), including the
 converter's own choices (some convolutions that feed an `ADD` get the sum's
-scale). Fine-tuning keeps the ranges fixed and calibrates again at the
-start of every epoch (`RecalibrateRanges`), so the ranges the network
-learns to live with are the ones the final conversion gives. Rounding
+scale). Fine-tuning keeps the ranges fixed during an epoch and calibrates
+again before training and at the end of every epoch (`RecalibrateRanges`),
+so the ranges the network learns to live with are the ones the final
+conversion gives, and the validation metric after an epoch is that of the
+int8 file its weights convert to. Rounding
 passes gradients straight through inside the range and none outside it
 (the straight-through estimator).
 
@@ -392,11 +394,19 @@ def calibrate(qat_model: keras.Model, model: keras.Model, crops, folder: str) ->
 
 
 class RecalibrateRanges(keras.callbacks.Callback):
-    """Calibrates the activation ranges again at the start of every epoch, on the same crops (a conversion)."""
+    """Calibrates the activation ranges on the same crops (a conversion) before training and after every epoch.
+
+    Put it first among the callbacks: the epoch-end calibration must come
+    before the validation metric, which then measures what the int8 file
+    of the epoch's weights would score; the same ranges serve the next epoch.
+    """
 
     def __init__(self, model: keras.Model, crops, folder: str):
         super().__init__()
         self.float_model, self.crops, self.folder = model, crops, folder
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_train_begin(self, logs=None):
+        calibrate(self.model, self.float_model, self.crops, self.folder)
+
+    def on_epoch_end(self, epoch, logs=None):
         calibrate(self.model, self.float_model, self.crops, self.folder)

@@ -26,6 +26,7 @@ prediction run a `.tflite` file through the one inference loop.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Iterable
 
@@ -272,17 +273,34 @@ def int8_mac_share(model_path: str) -> float:
 
 
 def make_interpreter(model_path: str, num_threads: int = 2):
-    """A LiteRT interpreter (`ai_edge_litert`), or `tf.lite.Interpreter` where LiteRT is not installed."""
+    """A LiteRT interpreter (`ai_edge_litert`), or `tf.lite.Interpreter` where LiteRT is not installed.
+
+    The interpreter uses XNNPACK, as on a phone. XNNPACK refuses some int8
+    files whose scales lie outside what its kernels take (seen with an
+    barely trained model whose ranges collapse); such a file runs with
+    TFLite's built-in kernels instead, with a warning on stderr that says
+    so (it is slower, and the speed measured is not XNNPACK's).
+    """
     if not os.path.isfile(model_path):
         raise ValueError(f"{model_path}: no such .tflite file.")
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
-        Interpreter = tf.lite.Interpreter
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     try:
-        return Interpreter(model_path=model_path, num_threads=num_threads)
+        interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
     except ValueError as error:
         raise ValueError(f"{model_path}: not a TFLite model ({str(error).splitlines()[0]}).") from None
+    try:
+        interpreter.allocate_tensors()  # where XNNPACK takes the graph
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+        print(f"warning: {model_path}: XNNPACK cannot run this file ({str(error).splitlines()[0]}); using "
+              "TFLite's built-in kernels, which are slower.", file=sys.stderr, flush=True)
+        interpreter = Interpreter(model_path=model_path, num_threads=num_threads,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return interpreter
 
 
 class TFLitePoseModel:

@@ -127,7 +127,10 @@ def load_trained_model(path: str, num_keypoints: int):
     from keras_hourglass.pose_model import load_keras_model
 
     if path.endswith(".keras"):
-        return load_keras_model(path)
+        try:
+            return load_keras_model(path)
+        except ValueError as error:
+            raise ValueError(f"--qat-from {error}") from None
     config_path = os.path.join(path, "config.json")
     latest = latest_resume_state(os.path.join(path, "resume")) if os.path.isdir(path) else None
     if not os.path.isfile(config_path) or not latest:
@@ -236,7 +239,9 @@ def make_callbacks(config: Config, valid, codec, output: str, float_model, calib
     """The run's callbacks, writing under `output` (the run folder, or a non-chief worker's temporary folder).
 
     Quantization-aware runs (`calibration` crops given) calibrate their
-    ranges again at the start of every epoch and export the float model.
+    ranges before training and again at the end of every epoch, before the
+    metric (so `val_pckh` is that of the int8 file these weights convert
+    to), and export the float model.
     """
     import keras
 
@@ -371,7 +376,8 @@ def finish(config: Config, run: dict) -> dict:
         if config.qat_from and config.evaluate:
             result = evaluate_model(load_pose_model(path), run["valid"], config.flip_test, config.batch_size,
                                     config.threshold, check_images=False).result
-            print(f"{path}: {result.metric}@{result.threshold:g} {result.mean:.2f}")
+            print(f"{path}: {result.metric}@{result.threshold:g} {result.mean:.2f} "
+                  f"(flip test {'on' if config.flip_test else 'off'})")
             summary["int8_mean"] = round(result.mean, 2)
     summary["saved_model"] = best_path
     return summary

@@ -166,6 +166,22 @@ def test_convert_takes_the_normaliser_of_training(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing written before the inputs are known to be good
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--num-calibration", "0", "--num-calibration must be positive, got 0"),
+    ("--int8-keep-float-above", "-1", "--int8-keep-float-above must be a positive range"),
+])
+def test_convert_refuses_bad_int8_options_before_writing(tmp_path, capsys, flag, value, expected):
+    from keras_hourglass.cli import convert
+
+    from tests.conftest import ROOT
+
+    argv = ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"), "--output", str(tmp_path / "out"),
+            "--dataset", "synthetic", "--calibration", str(tmp_path / "train.h5"), "--quantization", "int8",
+            flag, value]
+    assert expected in one_line_error(convert.main, argv, capsys)
+    assert not (tmp_path / "out").exists()
+
+
 def test_errors_after_tensorflow_starts_are_still_one_line(tmp_path):
     """TensorFlow's start-up lines and libjpeg's warnings do not drown the command's one error line."""
     import subprocess

@@ -158,13 +158,21 @@ def test_qat_from_a_keras_file_ends_in_a_full_integer_file(tiny_synthetic, sourc
     assert not np.array_equal(tuned.get_layer("stem_conv").kernel, source.get_layer("stem_conv").kernel)
     with open(os.path.join(run, "training_log.csv")) as f:
         assert f.readline().startswith("epoch,heatmaps_stack0_loss")  # the float model's output names
+    # The ranges the epoch's metric was measured with are those of the final file (calibrated after the epoch).
+    qat = quantization_aware_model(tuned)
+    ranges = []
+    for path in (os.path.join(run, "calibration", "calibration-int8.tflite"), os.path.join(run, "model-int8.tflite")):
+        ranges_from_tflite(qat, path)
+        ranges.append([layer.ranges.numpy() for layer in qat.layers if hasattr(layer, "ranges")])
+    for during, final in zip(*ranges):
+        np.testing.assert_allclose(during, final, rtol=1e-6)
 
 
 def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, tmp_path, capsys):
     base = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--epochs", "1", "--steps-per-epoch", "1"]
     line = one_line_error(train.main, [*base, "--output", str(tmp_path / "a"), "--qat-from",
                                        str(tmp_path / "none.keras")], capsys)
-    assert "none.keras: no such .keras file" in line
+    assert f"--qat-from {tmp_path / 'none.keras'}: no such .keras file" in line
     line = one_line_error(train.main, [*base, "--output", str(tmp_path / "b"), "--qat-from", str(tmp_path)], capsys)
     assert f"--qat-from {tmp_path}: expected a .keras file or a run folder" in line
     line = one_line_error(train.main, [*base[:-4], "--image-size", "128", "--data-dir", tiny_synthetic, "--epochs",

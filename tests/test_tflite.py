@@ -154,3 +154,23 @@ def test_refined_int8_ranges_are_narrower_than_min_max(saved_model, tmp_path):
         assert steps[ranges].keys() == steps["minmax"].keys()
         ratios = np.array([steps[ranges][name] / steps["minmax"][name] for name in steps["minmax"]])
         assert ratios.max() <= 1.0 + 1e-3 and np.mean(ratios < 0.999) > 0.3, (ranges, ratios)
+
+
+def test_a_file_xnnpack_refuses_runs_with_the_builtin_kernels_and_says_so(capsys):
+    """`tests/data/xnnpack_refused_int8.tflite`: the int8 file of a 2-step quantization-aware run of a tiny
+    model, whose collapsed ranges XNNPACK refuses ("failed to prepare")."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from tests.conftest import ROOT
+
+    path = str(ROOT / "tests" / "data" / "xnnpack_refused_int8.tflite")
+    crops = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    result = TFLitePoseModel(path).predict(crops)
+    builtin = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    runner = builtin.get_signature_runner("crops")
+    expected = np.concatenate([runner(images=crop[None])["heatmaps"] for crop in crops])
+    np.testing.assert_array_equal(result["heatmaps"], expected)  # the same kernels
+    try:
+        Interpreter(model_path=path).allocate_tensors()
+    except RuntimeError:  # this XNNPACK refuses it, so the user is told
+        assert f"warning: {path}: XNNPACK cannot run this file" in capsys.readouterr().err

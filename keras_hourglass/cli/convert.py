@@ -116,6 +116,11 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.model}: no such model file or folder.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}.")
+    if args.num_calibration < 1:
+        raise ValueError(f"--num-calibration must be positive, got {args.num_calibration}.")
+    if args.int8_keep_float_above is not None and not args.int8_keep_float_above > 0:
+        raise ValueError(f"--int8-keep-float-above must be a positive range (an activation's maximum minus its "
+                         f"minimum), got {args.int8_keep_float_above:g}.")
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
     if args.equalize and not args.model.endswith(".keras"):
