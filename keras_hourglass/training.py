@@ -146,6 +146,7 @@ def load_trained_model(path: str, num_keypoints: int):
     except ValueError as error:
         raise ValueError(f"--qat-from {path}: its weights do not fit {num_keypoints} keypoints "
                          f"({str(error).splitlines()[0]}).") from None
+    print(f"fine-tuning {path} from its last completed epoch, {latest}", flush=True)
     return model
 
 
