@@ -158,14 +158,17 @@ def test_qat_from_a_keras_file_ends_in_a_full_integer_file(tiny_synthetic, sourc
     assert not np.array_equal(tuned.get_layer("stem_conv").kernel, source.get_layer("stem_conv").kernel)
     with open(os.path.join(run, "training_log.csv")) as f:
         assert f.readline().startswith("epoch,heatmaps_stack0_loss")  # the float model's output names
-    # The ranges the epoch's metric was measured with are those of the final file (calibrated after the epoch).
+    # The epoch's metric was measured with the ranges of the epoch's final weights: calibrated after the epoch.
+    from keras_hourglass.data.loaders import load_records
+    from keras_hourglass.quantization import calibration_crops
+
+    records = load_records("synthetic", os.path.join(tiny_synthetic, "train.h5"), os.path.join(tiny_synthetic, "images"))
     qat = quantization_aware_model(tuned)
-    ranges = []
-    for path in (os.path.join(run, "calibration", "calibration-int8.tflite"), os.path.join(run, "model-int8.tflite")):
-        ranges_from_tflite(qat, path)
-        ranges.append([layer.ranges.numpy() for layer in qat.layers if hasattr(layer, "ranges")])
-    for during, final in zip(*ranges):
-        np.testing.assert_allclose(during, final, rtol=1e-6)
+    calibrate(qat, tuned, calibration_crops(records, (64, 64), 8, 8), str(tmp_path / "again"))
+    final = [layer.ranges.numpy() for layer in qat.layers if hasattr(layer, "ranges")]
+    ranges_from_tflite(qat, os.path.join(run, "calibration", "calibration-int8.tflite"))
+    for layer, expected in zip([layer for layer in qat.layers if hasattr(layer, "ranges")], final):
+        np.testing.assert_allclose(layer.ranges.numpy(), expected, rtol=1e-6, err_msg=layer.name)
 
 
 def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, tmp_path, capsys):
