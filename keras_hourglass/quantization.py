@@ -31,10 +31,10 @@ converter's own choices (some convolutions that feed an `ADD` get the sum's
 scale). Fine-tuning keeps the ranges fixed during an epoch and calibrates
 again before training and at the end of every epoch (`RecalibrateRanges`),
 so the ranges the network learns to live with are the ones the final
-conversion gives, and the validation metric after an epoch is that of the
-int8 file its weights convert to. Rounding
-passes gradients straight through inside the range and none outside it
-(the straight-through estimator).
+conversion gives, and the validation metric after an epoch estimates the
+int8 file its weights convert to. Rounding passes gradients straight
+through inside the range and none outside it (the straight-through
+estimator).
 
 Batch-norm statistics stay frozen during fine-tuning (the folded kernel
 uses the moving mean and variance; gamma and beta still learn), as usual
@@ -397,7 +397,7 @@ class RecalibrateRanges(keras.callbacks.Callback):
     """Calibrates the activation ranges on the same crops (a conversion) before training and after every epoch.
 
     Put it first among the callbacks: the epoch-end calibration must come
-    before the validation metric, which then measures what the int8 file
+    before the validation metric, which then estimates what the int8 file
     of the epoch's weights would score; the same ranges serve the next epoch.
     """
 

@@ -241,7 +241,7 @@ def make_callbacks(config: Config, valid, codec, output: str, float_model, calib
 
     Quantization-aware runs (`calibration` crops given) calibrate their
     ranges before training and again at the end of every epoch, before the
-    metric (so `val_pckh` is that of the int8 file these weights convert
+    metric (so `val_pckh` estimates the int8 file these weights convert
     to), and export the float model.
     """
     import keras
