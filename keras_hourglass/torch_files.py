@@ -38,6 +38,8 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+ZIP_START = b"PK\x03\x04"
+TRUNCATED = "the file is truncated, an incomplete download: download it again"
 
 STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -191,8 +193,13 @@ def load_torch_file(path: str):
         if zipfile.is_zipfile(path):
             return _load_zip(path)
         with open(path, "rb") as f:
+            if f.read(len(ZIP_START)) == ZIP_START:  # a zip's start without its directory at the end
+                raise ValueError(f"{path}: {TRUNCATED} (a zip archive without its end)")
+            f.seek(0)
             return _load_legacy(f, path)
-    except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError, TypeError,
+    except (EOFError, struct.error) as error:
+        raise ValueError(f"{path}: {TRUNCATED} ({type(error).__name__}: {error})") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, TypeError,
             AttributeError, IndexError) as error:
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error}).") from None
 
@@ -250,8 +257,11 @@ def _load_legacy(f, path: str):
         kind, numel, array = pending[str(key)]
         (count,) = struct.unpack("<q", f.read(8))
         raw = f.read(count * kind.dtype.itemsize)
-        if count < numel or len(raw) != count * kind.dtype.itemsize:
-            raise ValueError(f"{path}: storage {key} is truncated ({len(raw)} bytes for {numel} elements).")
+        if len(raw) != count * kind.dtype.itemsize:
+            raise ValueError(f"{path}: {TRUNCATED} (its last tensor storage has {len(raw)} of its "
+                             f"{count * kind.dtype.itemsize} bytes)")
+        if count < numel:
+            raise ValueError(f"{path}: storage {key} holds {count} elements, fewer than the {numel} its tensors use.")
         array[:] = np.frombuffer(raw, kind.dtype, count=numel)
     return _materialize(result)
 

@@ -150,7 +150,9 @@ def test_the_command_writes_keras_saved_model_and_tflite_that_agree(tmp_path, sh
                                    atol=1e-5 * np.abs(expected).max(), err_msg=kind)
     assert predict.main(["--model", str(output / "saved_model"), "--input", str(image_path),
                          "--output", str(tmp_path / "predicted"), "--no-overlays"]) == 0
-    # A second import into the same folder replaces the first.
-    assert import_weights.main([str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output),
-                                "--image-size", "64", "--no-tflite"]) == 0
+    # A second import into the same folder is refused unless asked to replace the first, and changes nothing.
+    again = [str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output), "--image-size", "64", "--no-tflite"]
+    assert "add --overwrite to replace it" in one_line_error(import_weights.main, again, capsys)
+    assert (output / "model.tflite").is_file()
+    assert import_weights.main([*again, "--overwrite"]) == 0
     assert sorted(p.name for p in output.iterdir()) == ["import.json", "model.keras", "saved_model"]

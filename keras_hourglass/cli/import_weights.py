@@ -14,7 +14,8 @@ written by training, so `predict.py`, `evaluate.py` and `convert.py` take
 it), `DIR/model.tflite` (float32, from that SavedModel; `--no-tflite` skips
 it) and `DIR/import.json` (what was found). The folder is written whole
 under a temporary name and then renamed, so a failed import leaves nothing
-behind; an existing `DIR` is replaced only if an earlier import wrote it.
+behind. An existing `DIR` is refused unless `--overwrite` is given, and even
+then only an earlier import's folder is replaced.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
                         help="sub-pixel decoding in the SavedModel (default quarter, as both references decode)")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                         help="export the flip test into the SavedModel (default on, as a training run exports)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output folder written by an earlier import (default: refuse)")
     parser.add_argument("--tflite", action=argparse.BooleanOptionalAction, default=True,
                         help="also write model.tflite (float32; default on)")
     return parser
@@ -77,6 +80,9 @@ def run(args: argparse.Namespace) -> dict:
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isfile(os.path.join(output, REPORT_FILE)):
         raise ValueError(f"{args.output} exists and was not written by an import; choose another --output.")
+    if os.path.exists(output) and not args.overwrite:
+        raise ValueError(f"{args.output} exists (an earlier import); add --overwrite to replace it, or choose "
+                         "another --output.")
     checkpoint = read_checkpoint(args.checkpoint, args.format)
     quiet_tensorflow()
     divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more

@@ -21,6 +21,8 @@ import tempfile
 from keras_hourglass.cli import quiet_tensorflow, run_command
 from keras_hourglass.joints import JOINT_SPECS, get_joint_spec
 
+SERVER_PACKAGES = ("kserve", "fastapi", "uvicorn")  # installed by `pip install 'keras-hourglass[serve]'`
+
 
 def build_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     from keras_hourglass.serving import DEFAULT_NAME, DEFAULT_PORT, MAX_BODY_BYTES, MAX_IMAGE_SIDE, REQUEST_TIMEOUT
@@ -46,7 +48,18 @@ def build_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     return parser
 
 
+def check_server_installed() -> None:
+    """The server's packages come with the `serve` extra; say so in one line before anything slow starts."""
+    import importlib.util
+
+    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"the server needs {', '.join(missing)}, which come with the serve extra: "
+                         "pip install 'keras-hourglass[serve]'.")
+
+
 def check_args(args: argparse.Namespace) -> None:
+    check_server_installed()
     for flag, value in (("--port", args.port), ("--grpc-port", args.grpc_port)):
         if value is not None and not 0 < value < 65536:
             raise ValueError(f"{flag} must be a port number from 1 to 65535, got {value}.")
@@ -58,6 +71,27 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--name must be a non-empty name without '/' or ':', got {args.name!r}.")
     if not os.path.exists(args.model):
         raise ValueError(f"{args.model}: no such model file or folder.")
+    for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if port is not None:
+            check_port_free(args.host if flag == "--port" else "0.0.0.0", port, flag)
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    """Binds `host:port` as the server will (address reuse on, as uvicorn sets it), before the model loads."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host}: not an address of this machine ({error.strerror}).") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ValueError(f"{flag} {port}: cannot listen on {host}:{port} ({error.strerror}); is another "
+                             "server using it? Choose another port.") from None
 
 
 def saved_model_folder(args: argparse.Namespace, workdir: str) -> str:
