@@ -23,7 +23,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --durations=10
+	$(PY) -m pytest -n 2 --dist loadscope --durations=25
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

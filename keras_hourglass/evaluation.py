@@ -77,14 +77,7 @@ def predict_records(pose_model: PoseModel, records: PoseRecords, flip_test: bool
         progress: show a progress bar.
         check_images: check every image file up front (named errors) first.
     """
-    if pose_model.num_keypoints != records.spec.num_keypoints:
-        raise ValueError(f"{pose_model.source} predicts {pose_model.num_keypoints} keypoints, but {records.source} "
-                         f"({records.spec.name}) has {records.spec.num_keypoints}.")
-    if list(pose_model.keypoint_names) != list(records.spec.names):  # same count, other joints or order
-        first = next(i for i, (a, b) in enumerate(zip(pose_model.keypoint_names, records.spec.names)) if a != b)
-        raise ValueError(f"{pose_model.source} predicts other joints than {records.source} has: channel {first} is "
-                         f"{pose_model.keypoint_names[first]!r} in the model and {records.spec.names[first]!r} in the "
-                         "annotations.")
+    check_model_fits_records(pose_model, records)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}.")
     batches = build_eval_dataset(records, pose_model.codec.image_size, batch_size, check_images=check_images)
@@ -94,6 +87,18 @@ def predict_records(pose_model: PoseModel, records: PoseRecords, flip_test: bool
 
         bar = keras.utils.Progbar(len(records), unit_name="person")
     return predict_dataset(pose_model, batches, len(records), flip_test, bar)
+
+
+def check_model_fits_records(pose_model: PoseModel, records: PoseRecords) -> None:
+    """Raises `ValueError` unless `pose_model` predicts the joints of `records`, in their order."""
+    if pose_model.num_keypoints != records.spec.num_keypoints:
+        raise ValueError(f"{pose_model.source} predicts {pose_model.num_keypoints} keypoints, but {records.source} "
+                         f"({records.spec.name}) has {records.spec.num_keypoints}.")
+    if list(pose_model.keypoint_names) != list(records.spec.names):  # same count, other joints or order
+        first = next(i for i, (a, b) in enumerate(zip(pose_model.keypoint_names, records.spec.names)) if a != b)
+        raise ValueError(f"{pose_model.source} predicts other joints than {records.source} has: channel {first} is "
+                         f"{pose_model.keypoint_names[first]!r} in the model and {records.spec.names[first]!r} in the "
+                         "annotations.")
 
 
 def evaluate_predictions(keypoints, records: PoseRecords, threshold: float | None = None,

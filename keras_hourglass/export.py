@@ -149,6 +149,9 @@ class PoseEstimator:
         images = tf.TensorSpec(None, tf.uint8, name="images")  # any rank: checked in the graph
         self.archive = keras.export.ExportArchive()
         self.archive.track(model)
+        # The network is one graph function that every endpoint calls (twice with the flip test): traced once,
+        # stored once in the SavedModel, and instantiated once when a server loads it.
+        self._network = tf.function(self._last_heatmaps, input_signature=[crops], autograph=False)
         endpoints = {
             "serving_default": (self._whole_images, [images]),
             "boxes": (self._boxes, [images, tf.TensorSpec([None, 4], tf.float32, name="boxes")]),
@@ -165,8 +168,8 @@ class PoseEstimator:
 
     def _heatmaps(self, images):
         if self.flip_test:
-            return self.codec.flip_test(self._last_heatmaps, images)
-        return self._last_heatmaps(images)
+            return self.codec.flip_test(self._network, images)
+        return self._network(images)
 
     def _crops(self, images):
         heatmaps = self._heatmaps(images)

@@ -87,6 +87,24 @@ def plot_pose(image, keypoints, spec: JointSpec, scores=None, ground_truth=None,
     return figure
 
 
+def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str | None = None, dpi: int = 100):
+    """The skeleton drawn over the whole image at the image's own resolution (`save_figure(..., dpi=dpi)`).
+
+    The figure is the image's width x height pixels with no margin, the title
+    written inside its top-left corner, and lines and dots sized to the image
+    (a 1280x720 frame is drawn as 1280x720, not shrunk into a fixed figure).
+    """
+    height, width = np.shape(image)[:2]
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = figure.add_axes((0, 0, 1, 1))
+    _show(ax, image)
+    draw_skeleton(ax, keypoints, spec, scores=scores, linewidth=max(1.5, min(height, width) / 150))
+    if title:
+        ax.text(4, 4, title, fontsize=max(6, min(height, width) / 60), color="white", va="top",
+                bbox=dict(boxstyle="round,pad=0.2", fc="black", alpha=0.5, lw=0))
+    return figure
+
+
 def plot_pose_grid(images: Sequence, keypoints, spec: JointSpec, ground_truth=None, annotated=None,
                    scores=None, titles: Sequence[str] | None = None, columns: int = 4):
     """A grid of images with predicted (sided colours) and true (white) skeletons."""

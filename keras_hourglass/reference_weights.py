@@ -90,14 +90,22 @@ class ReferenceCheckpoint:
 
     def build(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
         """Our builder's model with this checkpoint's weights (see `load_weights`); `mapped_groups` says what went where."""
+        model = self.build_network(image_size, name)
+        self.load_into(model)
+        return model
+
+    def build_network(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
+        """Our builder's network of this checkpoint's size, with its initial weights."""
         from keras_hourglass.model import build_stacked_hourglass
 
-        model = build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
-                                        image_size=tuple(image_size), depth=self.depth,
-                                        stem_filters=self.stem_filters, input_mean=self.input_mean,
-                                        name=name or f"hourglass_{self.num_stacks}stack_{self.format}")
+        return build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
+                                       image_size=tuple(image_size), depth=self.depth,
+                                       stem_filters=self.stem_filters, input_mean=self.input_mean,
+                                       name=name or f"hourglass_{self.num_stacks}stack_{self.format}")
+
+    def load_into(self, model: keras.Model) -> None:
+        """Fills `model` (from `build_network`) with this checkpoint's weights; sets `mapped_groups`."""
         self.mapped_groups = load_weights(model, self)
-        return model
 
 
 def _strip_prefix(state_dict: dict) -> dict:
@@ -326,3 +334,27 @@ def _group(layer_name: str) -> str:
 def unused_keys(checkpoint: ReferenceCheckpoint) -> list[str]:
     """The keys skipped on purpose (never-used convolutions, BatchNorm step counters)."""
     return sorted(k for k in checkpoint.state_dict if _is_unused(k, checkpoint))
+
+
+def reference_state_dict(model: keras.Model, format: str, depth: int) -> dict:
+    """`model`'s weights under the reference's key names and PyTorch layouts: the inverse of `load_weights`.
+
+    What a reference checkpoint of this network holds (without the step
+    counters and never-used convolutions), e.g. to write a full-size file
+    for the import benchmark (`bench.startup`) without downloading one.
+    """
+    import keras
+
+    state = {}
+    for layer in model.layers:
+        if not layer.weights or isinstance(layer, keras.layers.Normalization):
+            continue
+        module = torch_module(layer.name, format, depth)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for tensor, variable in zip(BATCH_NORM_TENSORS, (layer.gamma, layer.beta, layer.moving_mean,
+                                                             layer.moving_variance)):
+                state[f"{module}.{tensor}"] = np.asarray(variable, np.float32)
+        else:
+            state[f"{module}.weight"] = np.ascontiguousarray(np.transpose(np.asarray(layer.kernel), (3, 2, 0, 1)))
+            state[f"{module}.bias"] = np.asarray(layer.bias, np.float32)
+    return state

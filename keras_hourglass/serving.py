@@ -166,23 +166,27 @@ class PoseServingModel:
     Built by `pose_serving_model` as a subclass of `kserve.Model` (imported only when serving).
     """
 
-    def __init__(self, name: str, model_dir: str, max_image_side: int = MAX_IMAGE_SIDE):
+    def __init__(self, name: str, source, max_image_side: int = MAX_IMAGE_SIDE):
         from keras_hourglass.export import read_saved_model_metadata
 
         super().__init__(name)
-        self.model_dir = model_dir
+        self.source = source
         self.max_image_side = max_image_side
-        self.metadata = read_saved_model_metadata(model_dir)
+        self.metadata = read_saved_model_metadata(source) if isinstance(source, str) else source.metadata()
 
     def load(self) -> bool:
+        """Loads the SavedModel (or takes the estimator's functions) and calls each image signature once."""
         import tensorflow as tf
 
-        loaded = tf.saved_model.load(self.model_dir)
-        missing = sorted(set(SIGNATURE_INPUTS) - set(loaded.signatures))
-        if missing:
-            raise ValueError(f"{self.model_dir}: the SavedModel has no signature {', '.join(missing)}.")
-        self._loaded = loaded
-        self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
+        if isinstance(self.source, str):
+            loaded = tf.saved_model.load(self.source)
+            missing = sorted(set(SIGNATURE_INPUTS) - set(loaded.signatures))
+            if missing:
+                raise ValueError(f"{self.source}: the SavedModel has no signature {', '.join(missing)}.")
+            self._loaded = loaded
+            self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
+        else:  # a PoseEstimator in this process: its graph functions, the same as its SavedModel's signatures
+            self.signatures = {name: getattr(self.source, name) for name in SIGNATURE_INPUTS}
         # one call each now: a signature's first call builds its graph, which would slow the first request
         warm_up = np.zeros((1, 32, 32, 3), np.uint8)
         extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
@@ -374,11 +378,16 @@ class PoseServingModel:
                                ("keypoint_names", "limbs", "input_size", "flip_test", "signatures")}}
 
 
-def pose_serving_model(name: str, model_dir: str, max_image_side: int = MAX_IMAGE_SIDE):
-    """A loaded `PoseServingModel` (a `kserve.Model`) named `name` for the SavedModel in `model_dir`."""
+def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE):
+    """A loaded `PoseServingModel` (a `kserve.Model`) named `name`.
+
+    `source`: a SavedModel folder written by `keras_hourglass.export`, or a
+    `keras_hourglass.export.PoseEstimator` (a `.keras` model served without
+    writing its SavedModel: the same graph functions, traced here).
+    """
     kserve = import_kserve()
     model_class = type("PoseServingModel", (PoseServingModel, kserve.Model), {})
-    model = model_class(name, model_dir, max_image_side)
+    model = model_class(name, source, max_image_side)
     model.load()
     return model
 
@@ -478,18 +487,16 @@ def add_routes(app, model) -> None:
     app.add_exception_handler(RequestValidationError, invalid_body)
 
 
-def serve(model_dir: str, name: str = DEFAULT_NAME, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, max_image_side: int = MAX_IMAGE_SIDE,
-          request_timeout: float = REQUEST_TIMEOUT, on_ready=None) -> None:
-    """Serves the SavedModel in `model_dir` until SIGTERM or SIGINT (requests in flight finish first).
+def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float = REQUEST_TIMEOUT,
+          on_ready=None) -> None:
+    """Serves `model` (from `pose_serving_model`) until SIGTERM or SIGINT (requests in flight finish first).
 
     `grpc_port` turns on KServe's gRPC endpoint (V2 over gRPC), which KServe binds on every interface.
     `on_ready()` is called once the model is loaded, before the port opens.
     """
     kserve = import_kserve()
     from kserve.model_server import app
-
-    model = pose_serving_model(name, model_dir, max_image_side)
 
     class ModelServer(kserve.ModelServer):
         def setup_event_loop(self):  # called after the servers are made, before they start

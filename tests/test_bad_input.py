@@ -57,6 +57,16 @@ def test_a_split_without_normalisers_is_refused_when_loaded(shared_data, tmp_pat
         f["preds"] = np.zeros((len(people), 16, 2))
     err = one_line_error(evaluate.main, ["--predictions", str(predictions), "--annotations", str(annotations)], capsys)
     assert "no PCK normaliser" in err and "no_head_boxes.json" in err
+    # convert.py refuses the split before converting anything, and leaves nothing behind
+    from keras_hourglass.cli import convert
+
+    from tests.conftest import ROOT
+
+    err = one_line_error(convert.main, ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"), "--output",
+                                        str(tmp_path / "out"), "--valid", str(annotations), "--image-dir",
+                                        str(shared_data / "mpii" / "images"), "--quantization", "float32"], capsys)
+    assert "no PCK normaliser" in err and "no_head_boxes.json" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_coco_people_without_both_normaliser_joints_are_refused(tmp_path, capsys):

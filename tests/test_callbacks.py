@@ -39,6 +39,20 @@ def test_saved_model_checkpoint_reloads_with_the_keras_outputs(tiny_model, tmp_p
     assert checkpoint.get_state() == {"best": 10.0, "best_epoch": 1}
 
 
+def test_when_the_last_epoch_is_the_best_last_is_a_copy_of_best(tiny_model, tmp_path):
+    codec = HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index)
+    checkpoint = SavedModelCheckpoint(str(tmp_path), codec, MPII.names, monitor="val_pckh", verbose=0)
+    checkpoint.set_model(tiny_model)
+    checkpoint.on_epoch_end(0, {"val_pckh": 10.0})
+    checkpoint._estimator = None  # a second export would have to build and trace a new estimator
+    checkpoint.on_train_end()
+    assert checkpoint._estimator is None  # nothing was exported again
+    assert json.load(open(tmp_path / "last" / "assets.extra" / "checkpoint.json")) == {
+        "epoch": 1, "monitor": "val_pckh", "value": None}
+    assert (tmp_path / "last" / "saved_model.pb").read_bytes() == (tmp_path / "best" / "saved_model.pb").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["best", "last"]
+
+
 def test_saved_model_checkpoint_min_mode_and_bad_mode(tiny_model, tmp_path):
     codec = HeatmapCodec(TINY["image_size"])
     checkpoint = SavedModelCheckpoint(str(tmp_path), codec, MPII.names, monitor="val_loss", mode="min", verbose=0)

@@ -32,6 +32,22 @@ def synthetic(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def converted(synthetic, tmp_path_factory):
+    """`converted(name, *flags, model=...)`: the report of one `convert.py` run, run once per name for the module.
+
+    The conversions are the expensive part of these tests; tests that read the same conversion share it.
+    """
+    folder, reports = tmp_path_factory.mktemp("converted"), {}
+
+    def run(name, *extra, model=FIXTURE):
+        if name not in reports:
+            reports[name] = run_convert(synthetic, str(folder / name), *extra, model=model)
+        return reports[name]
+
+    return run
+
+
 def run_convert(synthetic, output, *extra, valid=True, model=FIXTURE):
     argv = ["--model", model, "--output", output, "--dataset", "synthetic",
             "--calibration", os.path.join(synthetic, "train.h5"), "--num-calibration", "100",
@@ -43,9 +59,12 @@ def run_convert(synthetic, output, *extra, valid=True, model=FIXTURE):
         return json.load(f)
 
 
+MINMAX = ("--quantization", "int8", "--int8-ranges", "minmax")
+
+
 @pytest.mark.slow
-def test_each_variant_meets_its_parity_bound(synthetic, tmp_path):
-    report = run_convert(synthetic, str(tmp_path / "all"))
+def test_each_variant_meets_its_parity_bound(converted):
+    report = converted("all")
     parity = report["parity"]
     assert parity["source"]["mean"] > 70  # a trained model: measured 72.46 without flip test
     assert parity["float32"]["max_crop_px"] <= 0.5 and abs(parity["float32"]["drop"]) < 0.01
@@ -55,11 +74,9 @@ def test_each_variant_meets_its_parity_bound(synthetic, tmp_path):
     # ranges, 6.39 with min/max): one int8 scale per tensor cannot hold residual streams of +-460.
     # Quantization-aware fine-tuning is the fix (below).
     assert parity["int8"]["drop"] < 5
-    minmax = run_convert(synthetic, str(tmp_path / "minmax"), "--quantization", "int8", "--int8-ranges",
-                         "minmax")["parity"]["int8"]
+    minmax = converted("minmax", *MINMAX)["parity"]["int8"]
     assert minmax["drop"] > parity["int8"]["drop"] + 1, (minmax, parity["int8"])  # why percentile is the default
-    selective = run_convert(synthetic, str(tmp_path / "int8"), "--quantization", "int8",
-                            "--int8-keep-float-above", "50", "--int8-ranges", "minmax")["parity"]["int8"]
+    selective = converted("selective", *MINMAX, "--int8-keep-float-above", "50")["parity"]["int8"]
     assert selective["drop"] <= 2, selective  # measured 0.75
     assert 0.2 < selective["int8_mac_share"] < 0.9
 
@@ -92,9 +109,9 @@ def network_ops_in_float(path) -> list:
 
 
 @pytest.mark.slow
-def test_the_fine_tuned_model_loses_at_most_a_point_in_full_integer_int8(synthetic, tmp_path):
+def test_the_fine_tuned_model_loses_at_most_a_point_in_full_integer_int8(converted):
     """convert.py's defaults on the quantization-aware fine-tuned demo model (measured: 0.25 to 0.39 points better)."""
-    report = run_convert(synthetic, str(tmp_path / "qat"), "--quantization", "int8", model=QAT_FIXTURE)
+    report = converted("qat", "--quantization", "int8", model=QAT_FIXTURE)
     int8 = report["parity"]["int8"]
     assert report["parity"]["source"]["mean"] > 70
     assert int8["drop"] <= 1, int8
@@ -103,25 +120,23 @@ def test_the_fine_tuned_model_loses_at_most_a_point_in_full_integer_int8(synthet
 
 
 @pytest.mark.slow
-def test_equalised_channel_ranges_lose_less_in_int8(synthetic, tmp_path):
-    plain = run_convert(synthetic, str(tmp_path / "plain"), "--quantization", "int8", "--int8-ranges",
-                        "minmax")["parity"]
-    equalised = run_convert(synthetic, str(tmp_path / "equalised"), "--quantization", "int8", "--equalize",
-                            "--int8-ranges", "minmax")["parity"]
+def test_equalised_channel_ranges_lose_less_in_int8(converted):
+    plain = converted("minmax", *MINMAX)["parity"]
+    equalised = converted("equalised", *MINMAX, "--equalize")["parity"]
     assert abs(equalised["source"]["mean"] - plain["source"]["mean"]) < 0.01  # the same function
     assert equalised["int8"]["drop"] < plain["int8"]["drop"] - 1, (equalised, plain)  # measured 3.54 vs 6.93
     assert equalised["int8"]["drop"] < 5
 
 
 @pytest.mark.slow
-def test_in_graph_decoding_equals_the_codec_on_the_tflite_heatmaps(synthetic, tmp_path):
+def test_in_graph_decoding_equals_the_codec_on_the_tflite_heatmaps(synthetic, converted):
     """The app reads `keypoints` from the file; evaluation decodes its `heatmaps`: they must agree."""
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.quantization import calibration_crops
     from keras_hourglass.tflite import TFLitePoseModel
 
-    report = run_convert(synthetic, str(tmp_path / "out"), "--quantization", "float16", "int8", valid=False)
+    report = converted("all")
     records = load_records("synthetic", os.path.join(synthetic, "valid.h5"), os.path.join(synthetic, "images"))
     crops = np.asarray(calibration_crops(records, (64, 64), 8, 8))
     for path in report["files"].values():

@@ -39,6 +39,7 @@ def test_writes_json_and_png_for_a_real_mpii_image(models, kind, shared_data, tm
     np.testing.assert_allclose(keypoints, expected, atol=0.01)  # the JSON rounds to 0.01 px
     overlay = report["results"][0]["overlay"]
     assert os.path.basename(overlay) == image.stem + ".png" and open(overlay, "rb").read(4) == b"\x89PNG"
+    assert cv2.imread(overlay).shape == cv2.imread(str(image)).shape  # drawn at the photo's own resolution
 
 
 def test_same_keypoints_from_the_three_formats(models, shared_data, tmp_path):

@@ -141,19 +141,41 @@ def source_model(tmp_path_factory):
     return path
 
 
-def test_qat_from_a_keras_file_ends_in_a_full_integer_file(tiny_synthetic, source_model, tmp_path, capsys):
-    run = str(tmp_path / "qat")
-    argv = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--output", run, "--qat-from", source_model, "--epochs", "1",
-            "--steps-per-epoch", "2", "--no-flip-test", "--num-calibration", "8", "--learning-rate", "1e-4"]
-    assert train.main(argv) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def qat_run(tiny_synthetic, tmp_path_factory):
+    """`(source run folder, quantization-aware run folder, what the second run printed)`: the suite's one QAT run.
+
+    The source is a one-step run; the fine-tuning starts from its run folder (its last completed epoch), as a
+    user continues a training run; `load_trained_model` is what differs for a `.keras` source (tested below).
+    """
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("qat")
+    source, run = str(folder / "source"), str(folder / "qat")
+    base = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--epochs", "1", "--no-flip-test", "--num-calibration", "8"]
+    assert train.main([*base, "--steps-per-epoch", "1", "--no-evaluate", "--no-export-tflite", "--output",
+                       source]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = train.main([*base, "--steps-per-epoch", "2", "--learning-rate", "1e-4", "--output", run,
+                           "--qat-from", source])
+    assert code == 0, printed.getvalue()[-3000:]
+    return source, run, printed.getvalue()
+
+
+def test_qat_from_a_run_folder_ends_in_a_full_integer_file(tiny_synthetic, qat_run, tmp_path):
+    from keras_hourglass.training import load_trained_model
+
+    source_run, run, out = qat_run
+    assert f"fine-tuning {source_run} from its last completed epoch, {source_run}/resume/epoch-0001" in out
     assert "model-int8.tflite: PCKh@0.5" in out
     assert sorted(os.listdir(run)) == sorted([".lock", "calibration", "checkpoints", "config.json", "eval", "model-int8.tflite",
                                               "model.keras", "resume", "summary.json", "tensorboard",
                                               "training_curves.png", "training_log.csv"])
     assert int8_mac_share(os.path.join(run, "model-int8.tflite")) == 1.0
     tuned = keras.models.load_model(os.path.join(run, "model.keras"))
-    source = keras.models.load_model(source_model)
+    source = load_trained_model(source_run, 16)
     assert [layer.name for layer in tuned.layers] == [layer.name for layer in source.layers]  # the float model
     assert not np.array_equal(tuned.get_layer("stem_conv").kernel, source.get_layer("stem_conv").kernel)
     with open(os.path.join(run, "training_log.csv")) as f:
@@ -171,7 +193,16 @@ def test_qat_from_a_keras_file_ends_in_a_full_integer_file(tiny_synthetic, sourc
         np.testing.assert_allclose(layer.ranges.numpy(), expected, rtol=1e-6, err_msg=layer.name)
 
 
-def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, tmp_path, capsys):
+def test_qat_from_a_keras_file_takes_that_model(source_model):
+    from keras_hourglass.training import load_trained_model
+
+    model = load_trained_model(source_model, 16)
+    expected = keras.models.load_model(source_model)
+    assert [layer.name for layer in model.layers] == [layer.name for layer in expected.layers]
+    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel, expected.get_layer("stem_conv").kernel)
+
+
+def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, qat_run, tmp_path, capsys):
     base = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--epochs", "1", "--steps-per-epoch", "1"]
     line = one_line_error(train.main, [*base, "--output", str(tmp_path / "a"), "--qat-from",
                                        str(tmp_path / "none.keras")], capsys)
@@ -182,14 +213,5 @@ def test_qat_from_bad_sources_is_one_clear_line(tiny_synthetic, source_model, tm
                                        "1", "--output", str(tmp_path / "c"), "--qat-from", source_model], capsys)
     assert "takes 64x64 crops" in line and "--image-size 128" in line
     assert not os.path.exists(tmp_path / "c" / "config.json")
-
-
-def test_qat_from_a_run_folder_takes_its_last_epoch(tiny_synthetic, tmp_path, capsys):
-    base = [*TINY_ARGS, "--data-dir", tiny_synthetic, "--epochs", "1", "--steps-per-epoch", "1", "--no-flip-test",
-            "--no-evaluate", "--no-export-tflite", "--num-calibration", "8"]
-    source, tuned = str(tmp_path / "source"), str(tmp_path / "qat")
-    assert train.main([*base, "--output", source]) == 0
-    assert train.main([*base, "--output", tuned, "--qat-from", source]) == 0
-    assert os.path.isfile(os.path.join(tuned, "model.keras"))
-    line = one_line_error(train.main, [*base, "--output", str(tmp_path / "again"), "--qat-from", tuned], capsys)
+    line = one_line_error(train.main, [*base, "--output", str(tmp_path / "again"), "--qat-from", qat_run[1]], capsys)
     assert "a quantization-aware run already; fine-tune from its model.keras" in line

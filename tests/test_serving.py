@@ -88,10 +88,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> str:
-    """The demo model exported by `serve`'s own `.keras` path (joint names of `--dataset mpii`, flip test on)."""
-    from keras_hourglass.cli.serve import build_parser, saved_model_folder
+    """The demo model as `serve` serves a `.keras` file (joint names of `--dataset mpii`, flip test on), saved."""
+    from keras_hourglass.cli.serve import build_parser, model_source
+    from keras_hourglass.export import save_estimator
 
-    return saved_model_folder(build_parser().parse_args([str(KERAS_MODEL)]), str(tmp_path_factory.mktemp("serve")))
+    estimator = model_source(build_parser().parse_args([str(KERAS_MODEL)]))
+    return save_estimator(estimator, str(tmp_path_factory.mktemp("serve") / "saved_model"))
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +301,11 @@ def test_a_concurrent_burst_all_succeeds(server, photo):
     assert statuses == [200] * 32
 
 
-def test_sigterm_finishes_the_requests_in_flight_and_exits_0(saved_model, photo, tmp_path):
-    server = Server(saved_model, tmp_path / "server.log")
+def test_a_keras_file_is_served_as_its_saved_model_and_sigterm_lets_requests_finish(in_process, photo, tmp_path):
+    server = Server(str(KERAS_MODEL), tmp_path / "server.log")
+    status, answer = server.infer([tensor("images", photo[3])])
+    assert status == 200, answer
+    assert_same_keypoints(outputs_of(answer), in_process("serving_default", images=photo[3]))
     encoded = base64.b64encode(photo[1]).decode()
     inputs = [{"name": "images", "datatype": "BYTES", "shape": [6], "data": [encoded] * 6}]  # ~0.5 s each
     answers = []
@@ -407,3 +412,31 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, ph
             assert page.inner_text("#image-size") == "–" and not page.query_selector_all("#joints li")
         finally:
             chromium.close()
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
+    from keras_hourglass.cli import serve
+
+    from tests.conftest import one_line_error
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        line = one_line_error(serve.main, [str(KERAS_MODEL), "--port", str(port)], capsys)
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in line and "Choose another port" in line
+    assert time.monotonic() - started < 5  # refused at once, not after loading the model
+
+
+def test_without_the_serve_extra_serve_names_it(monkeypatch, capsys):
+    import importlib.util
+
+    from keras_hourglass.cli import serve
+
+    from tests.conftest import one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kserve" else real(name, *a))
+    line = one_line_error(serve.main, [str(KERAS_MODEL)], capsys)
+    assert "the server needs kserve" in line and "pip install 'keras-hourglass[serve]'" in line

@@ -104,8 +104,17 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         self._export(self.best_path, epoch, value)
 
     def on_train_end(self, logs=None):
-        if self._last_epoch is not None:
-            self._export(self.last_path, self._last_epoch)
+        if self._last_epoch is None:
+            return
+        if self.best_epoch == self._last_epoch + 1 and os.path.isdir(self.best_path):
+            # The last epoch was the best: `best/` holds these very weights; a copy costs no second export.
+            temporary = partial_directory(self.last_path)
+            shutil.copytree(self.best_path, temporary, dirs_exist_ok=True)
+            with open(os.path.join(temporary, "assets.extra", "checkpoint.json"), "w") as f:
+                json.dump({"epoch": self._last_epoch + 1, "monitor": self.monitor, "value": None}, f, indent=2)
+            replace_directory(temporary, self.last_path)
+            return
+        self._export(self.last_path, self._last_epoch)
 
     def get_state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}

@@ -9,9 +9,11 @@ such line and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import time
 from typing import Callable
 
 from keras_hourglass.distributed import TrainingStopped
@@ -60,6 +62,24 @@ def quiet_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # looks for GPUs now, and says nothing when it finds none
+
+
+@contextlib.contextmanager
+def step(what: str):
+    """Prints `what ...` before a slow step and its time after it, so that a long step never looks hung.
+
+        with step("  saved_model/ (serving signatures)"):
+            ...
+    prints `  saved_model/ (serving signatures) ... 12.3 s`.
+    """
+    print(f"{what} ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def normalizer_joint_names(text: str | None) -> tuple | None:

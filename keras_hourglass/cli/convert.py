@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command
+from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command, step
 from keras_hourglass.joints import DATASETS, get_joint_spec
 from keras_hourglass.tflite_metadata import QUANTIZATIONS, RANGES
 
@@ -129,11 +129,6 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--equalize needs --calibration (training annotations to measure channel ranges on).")
     quiet_tensorflow()
     from keras_hourglass.data.loaders import load_records
-    from keras_hourglass.evaluation import evaluate_model
-    from keras_hourglass.fileio import write_json
-    from keras_hourglass.pose_model import load_pose_model
-    from keras_hourglass.quantization import calibration_crops
-    from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_mac_share
 
     calibration = records = None
     if args.calibration:
@@ -142,13 +137,46 @@ def run(args: argparse.Namespace) -> dict:
     if args.valid:
         records = load_records(args.dataset, args.valid, args.image_dir, args.split,
                                normalizer_joint_names(args.normalizer_joints))
+        records.check_normalizers()  # a split that cannot be scored is refused before any conversion
+        records.check_images()
+    existed = set(os.listdir(args.output)) if os.path.isdir(args.output) else None
+    try:
+        return convert_and_measure(args, calibration, records)
+    except BaseException:  # a failed run leaves nothing of its own behind
+        remove_new_files(args.output, existed)
+        raise
+
+
+def remove_new_files(folder: str, existed: set | None) -> None:
+    """Removes what a failed run wrote into `folder`: the folder itself if it did not exist before."""
+    import shutil
+
+    if existed is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in set(os.listdir(folder)) - existed if os.path.isdir(folder) else ():
+        path = os.path.join(folder, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
+    from keras_hourglass.evaluation import check_model_fits_records, evaluate_model
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.pose_model import load_pose_model
+    from keras_hourglass.quantization import calibration_crops
+    from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_mac_share
+
     saved_model, crops = source_saved_model(args, records or calibration, calibration)
     source = load_pose_model(saved_model)
+    if records is not None:
+        check_model_fits_records(source, records)
     image_size = tuple(source.codec.image_size)
     if crops is None and "int8" in args.quantization:
-        crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
+        with step(f"drawing {args.num_calibration} calibration crops from {args.calibration}"):
+            crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
     files, int8_shares, speeds = {}, {}, {}
     for quantization in args.quantization:
+        print(f"{quantization}: converting ...", flush=True)
         start = time.perf_counter()
         path = convert_saved_model(saved_model, os.path.join(args.output, f"model-{quantization}.tflite"),
                                    quantization, crops if quantization == "int8" else None,
@@ -164,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
               "equalized": args.equalize,
               "flip_test_in_graph": source.flip_tested}
     if records is not None:
-        reference = evaluate_model(source, records, False, args.batch_size)
+        reference = evaluate_model(source, records, False, args.batch_size, check_images=False)  # checked first
         base = reference.result
         report.update(valid=args.valid, metric=f"{base.metric}@{base.threshold:g}", people=len(records))
         rows = {"source": {"mean": base.mean, "groups": base.groups}}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_hourglass.cli import quiet_tensorflow, run_command
+from keras_hourglass.cli import quiet_tensorflow, run_command, step
 from keras_hourglass.fileio import partial_directory, replace_directory, write_json
 from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
 from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> dict:
     if os.path.exists(output) and not args.overwrite:
         raise ValueError(f"{args.output} exists (an earlier import); add --overwrite to replace it, or choose "
                          "another --output.")
-    checkpoint = read_checkpoint(args.checkpoint, args.format)
-    quiet_tensorflow()
+    with step(f"reading {args.checkpoint}"):
+        checkpoint = read_checkpoint(args.checkpoint, args.format)
     divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more
     if args.image_size < divisor or args.image_size % divisor:
         raise ValueError(f"--image-size must be a positive multiple of {divisor} for this checkpoint's depth "
@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> dict:
           f"{checkpoint.num_keypoints} joints ({spec.name}), {checkpoint.filters} filters, depth {checkpoint.depth}, "
           f"stem widths {checkpoint.stem_filters}" + "".join(f", {k} {v}" for k, v in checkpoint.info.items()))
     size = (args.image_size, args.image_size)
-    model = checkpoint.build(size)
+    with step("starting TensorFlow"):
+        quiet_tensorflow()
+    with step(f"building the {checkpoint.num_stacks}-stack network"):
+        model = checkpoint.build_network(size)
+    with step("loading the weights"):
+        checkpoint.load_into(model)
     for group, tensors, parameters in checkpoint.mapped_groups:
         print(f"  {group:<28} {tensors:>4} tensors {parameters:>11,} values")
     skipped = unused_keys(checkpoint)
@@ -108,15 +113,16 @@ def run(args: argparse.Namespace) -> dict:
     from keras_hourglass.tflite import convert_saved_model
 
     temporary = partial_directory(output)
-    print(f"writing {temporary}/ (renamed to {args.output} when complete): model.keras", flush=True)
-    model.save(os.path.join(temporary, "model.keras"))
+    print(f"writing {temporary}/ (renamed to {args.output} when complete)", flush=True)
+    with step("  model.keras"):
+        model.save(os.path.join(temporary, "model.keras"))
     codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
-    print("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")"), flush=True)
-    saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
-                                     args.flip_test and spec.flip_index is not None, spec.limbs)
+    with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
+        saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
+                                         args.flip_test and spec.flip_index is not None, spec.limbs)
     if args.tflite:
-        print("  model.tflite (float32)", flush=True)
-        convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
+        with step("  model.tflite (float32)"):
+            convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
     report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
               "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
               "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     quiet_tensorflow()
     from keras_hourglass.fileio import write_json
     from keras_hourglass.inference import predict_image
-    from keras_hourglass.plotting import plot_pose, save_figure
+    from keras_hourglass.plotting import plot_pose_overlay, save_figure
 
     spec = get_joint_spec(args.dataset)
     predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
             if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
                 stem = f"{stem}_{extension.lstrip('.')}"
             overlays.add(stem)
-            entry["overlay"] = save_figure(plot_pose(image, keypoints, spec, scores, title=name),
+            entry["overlay"] = save_figure(plot_pose_overlay(image, keypoints, spec, scores, title=name),
                                            os.path.join(args.output, f"{stem}.png"))
         results.append(entry)
     report = {"model": args.model, "keypoint_names": list(names), "limbs": [list(limb) for limb in spec.limbs],

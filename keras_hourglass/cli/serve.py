@@ -6,8 +6,9 @@
     python serve.py model.keras --dataset mpii --name hourglass --port 8080 --host 127.0.0.1
 
 MODEL is a SavedModel folder written by `keras_hourglass.export` (training's
-checkpoints, `import_weights.py`'s `saved_model/`) or a `.keras` file, which
-is exported to a temporary SavedModel first (joint names from `--dataset`).
+checkpoints, `import_weights.py`'s `saved_model/`) or a `.keras` file, served
+with the same signatures as its SavedModel would have (joint names from
+`--dataset`), without writing one.
 The protocols, limits and answers are described in `keras_hourglass.serving`.
 SIGTERM or Ctrl-C: the requests in flight finish, then the server exits.
 """
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
-from keras_hourglass.cli import quiet_tensorflow, run_command
+from keras_hourglass.cli import quiet_tensorflow, run_command, step
 from keras_hourglass.joints import JOINT_SPECS, get_joint_spec
 
 SERVER_PACKAGES = ("kserve", "fastapi", "uvicorn")  # installed by `pip install 'keras-hourglass[serve]'`
@@ -94,8 +94,12 @@ def check_port_free(host: str, port: int, flag: str) -> None:
                              "server using it? Choose another port.") from None
 
 
-def saved_model_folder(args: argparse.Namespace, workdir: str) -> str:
-    """The SavedModel to serve: MODEL itself, or a `.keras` file exported into `workdir`."""
+def model_source(args: argparse.Namespace):
+    """What to serve: MODEL itself (a SavedModel folder), or a `.keras` file as a `PoseEstimator` in memory.
+
+    A `.keras` model is not written out as a SavedModel and read back: the
+    server calls the same graph functions the SavedModel would hold.
+    """
     from keras_hourglass.export import read_saved_model_metadata
 
     if not args.model.endswith(".keras"):
@@ -104,7 +108,7 @@ def saved_model_folder(args: argparse.Namespace, workdir: str) -> str:
         read_saved_model_metadata(args.model)
         return args.model
     from keras_hourglass.codec import HeatmapCodec
-    from keras_hourglass.export import export_saved_model, last_output_shape
+    from keras_hourglass.export import PoseEstimator, last_output_shape
     from keras_hourglass.pose_model import load_keras_model
 
     spec = get_joint_spec(args.dataset)
@@ -114,23 +118,24 @@ def saved_model_folder(args: argparse.Namespace, workdir: str) -> str:
     if last_output_shape(model)[-1] != spec.num_keypoints:
         raise ValueError(f"{args.model}: the model predicts {last_output_shape(model)[-1]} keypoints but --dataset "
                          f"{args.dataset} has {spec.num_keypoints}.")
-    return export_saved_model(model, os.path.join(workdir, "saved_model"), codec, spec.names,
-                              args.flip_test and spec.flip_index is not None, spec.limbs)
+    return PoseEstimator(model, codec, spec.names, args.flip_test and spec.flip_index is not None, spec.limbs)
 
 
 def run(args: argparse.Namespace) -> None:
     check_args(args)
-    quiet_tensorflow()
-    from keras_hourglass.serving import serve
+    with step("starting TensorFlow"):
+        quiet_tensorflow()
+    from keras_hourglass.serving import import_kserve, pose_serving_model, serve
 
-    with tempfile.TemporaryDirectory(prefix="keras-hourglass-serve-") as workdir:
-        print(f"loading {args.model}" + (" and exporting it as a SavedModel" if args.model.endswith(".keras") else "")
-              + ", then warming up its signatures (about a minute on a small CPU)", flush=True)
-        folder = saved_model_folder(args, workdir)
-        serve(folder, args.name, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20),
-              args.max_image_side, args.request_timeout,
-              on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",
-                                     flush=True))
+    with step(f"loading {args.model}"):
+        source = model_source(args)
+    with step("starting KServe"):
+        import_kserve()
+    with step("warming up the signatures (their first calls)"):
+        model = pose_serving_model(args.name, source, args.max_image_side)
+    serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
+          on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",
+                                 flush=True))
 
 
 def main(argv=None, prog: str = "serve.py") -> int:
