@@ -110,7 +110,8 @@ def test_two_workers_train_in_step_a_killed_worker_stops_the_other_and_the_job_r
     assert sorted(os.listdir(run / "resume")) == ["epoch-0002"]
     rows = [line.split(",")[0] for line in (run / "training_log.csv").read_text().splitlines()[1:]]
     assert rows == ["0", "1"]
-    assert f"saving SavedModel to {tmp_path / 'tmp1'}" in first_other  # epoch 1's best, before the kill
+    # The other worker saved each best model to its own temporary folder (epoch 1's metric may be NaN: then epoch 2's).
+    assert f"saving SavedModel to {tmp_path / 'tmp1'}" in first_other + other_log
     assert os.listdir(tmp_path / "tmp1") == []
     assert "done in" in chief_log and '"worker": "CollectiveAllReduceStrategy worker 1 of 2"' in other_log
 
