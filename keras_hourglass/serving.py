@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -191,8 +192,10 @@ class PoseServingModel:
         warm_up = np.zeros((1, 32, 32, 3), np.uint8)
         extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
                  "scale": np.array([0.1], np.float32)}
-        for name, inputs in SIGNATURE_INPUTS.items():
-            self.run(PoseRequest(name, warm_up, {k: extra[k] for k in inputs}))
+        # in parallel: most of a first call is TensorFlow preparing the graph, which runs outside the GIL
+        with concurrent.futures.ThreadPoolExecutor(len(SIGNATURE_INPUTS)) as pool:
+            list(pool.map(lambda item: self.run(PoseRequest(item[0], warm_up, {k: extra[k] for k in item[1]})),
+                          SIGNATURE_INPUTS.items()))
         self.ready = True
         return True
 
