@@ -153,3 +153,31 @@ def quiet_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def stderr_without(*harmless: str):
+    """Keeps what C libraries print to standard error in the block, except the lines that contain `harmless`.
+
+    For TensorFlow's known, harmless messages (e.g. the TFLite converter's `NodeDef mentions attribute
+    Truncate`): every other line still reaches standard error, after the block.
+    """
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        try:
+            os.dup2(captured.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(text in line for text in harmless)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+

@@ -99,6 +99,8 @@ def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str
     ax = figure.add_axes((0, 0, 1, 1))
     _show(ax, image)
     draw_skeleton(ax, keypoints, spec, scores=scores, linewidth=max(1.5, min(height, width) / 150))
+    ax.set_xlim(-0.5, width - 0.5)  # the image's pixels exactly, wherever the keypoints fall
+    ax.set_ylim(height - 0.5, -0.5)
     if title:
         ax.text(4, 4, title, fontsize=max(6, min(height, width) / 60), color="white", va="top",
                 bbox=dict(boxstyle="round,pad=0.2", fc="black", alpha=0.5, lw=0))

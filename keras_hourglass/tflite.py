@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hourglass.export import read_saved_model_metadata
-from keras_hourglass.fileio import write_bytes
+from keras_hourglass.fileio import stderr_without, write_bytes
 from keras_hourglass.tflite_metadata import (
     QUANTIZATIONS,
     RANGES,
@@ -46,6 +46,11 @@ from keras_hourglass.tflite_metadata import (
 )
 
 SIGNATURE = "crops"
+
+
+# What the converter prints on every conversion of these models, to no purpose for a user: an attribute of the
+# Cast op that its op registry does not know (ignored), and the quantizer's settings line.
+HARMLESS_CONVERTER_LINES = ("NodeDef mentions attribute Truncate", "fully_quantize: ")
 
 
 def convert_saved_model(saved_model_dir: str, output_path: str, quantization: str = "float32",
@@ -73,7 +78,8 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
     if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
         raise ValueError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb).")
     info = read_saved_model_metadata(saved_model_dir)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    with stderr_without(*HARMLESS_CONVERTER_LINES):
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -92,9 +98,11 @@ def convert_saved_model(saved_model_dir: str, output_path: str, quantization: st
                                  f"({height}, {width}, 3) in [0, 1], the model's input.")
         converter.representative_dataset = lambda: ([image] for image in images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        converted = _selectively_quantized(converter, images, keep_float_above, ranges)
+        with stderr_without(*HARMLESS_CONVERTER_LINES):
+            converted = _selectively_quantized(converter, images, keep_float_above, ranges)
     else:
-        converted = converter.convert()
+        with stderr_without(*HARMLESS_CONVERTER_LINES):
+            converted = converter.convert()
     info = {**info, "quantization": quantization}
     if quantization == "int8" and keep_float_above is not None:
         info["int8_keep_float_above"] = float(keep_float_above)

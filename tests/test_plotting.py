@@ -9,6 +9,7 @@ from keras_hourglass.plotting import (
     plot_pck_curves,
     plot_pose,
     plot_pose_grid,
+    plot_pose_overlay,
     plot_training_curves,
     read_csv_log,
     save_figure,
@@ -63,3 +64,15 @@ def test_pck_curves_compare_runs(tmp_path):
     save_figure(figure, str(tmp_path / "pck.png"))
     with pytest.raises(ValueError):
         plot_pck_curves({})
+
+
+def test_an_overlay_is_the_image_at_its_own_resolution_wherever_the_keypoints_fall(tmp_path):
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 255, (90, 160, 3)).astype(np.uint8)
+    keypoints = np.stack([np.linspace(-500, 700, 16), np.linspace(-300, 400, 16)], axis=-1)  # mostly outside
+    path = save_figure(plot_pose_overlay(image, keypoints, MPII, np.ones(16)), str(tmp_path / "overlay.png"))
+    drawn = cv2.imread(path)[..., ::-1]
+    assert drawn.shape == image.shape
+    # Pixel for pixel the image (the skeleton covers a few of them), not the image shrunk inside white margins.
+    assert np.median(np.abs(drawn.astype(int) - image)) <= 2

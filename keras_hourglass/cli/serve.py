@@ -54,8 +54,8 @@ def check_server_installed() -> None:
 
     missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise ValueError(f"the server needs {', '.join(missing)}, which come with the serve extra: "
-                         "pip install 'keras-hourglass[serve]'.")
+        raise ValueError(f"the server needs {' and '.join(missing)}, installed by the serve extra: pip install "
+                         "'keras-hourglass[serve]' (in a clone of the repository: pip install -e '.[serve]').")
 
 
 def check_args(args: argparse.Namespace) -> None:
