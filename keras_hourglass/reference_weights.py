@@ -170,8 +170,11 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         state_dict = content["state_dict"]
     elif isinstance(content, dict) and content and all(isinstance(v, np.ndarray) for v in content.values()):
         state_dict = content  # a bare state dict
+    elif isinstance(content, dict):
+        found = ", ".join(repr(key)[:40] for key in list(content)[:6])
+        raise ValueError(f"{path}: no 'state_dict' in the checkpoint (found {found}).")
     else:
-        raise ValueError(f"{path}: no 'state_dict' in the checkpoint (found {sorted(map(str, content))[:6]}).")
+        raise ValueError(f"{path}: the checkpoint holds a {type(content).__name__}, not a dict with a 'state_dict'.")
     for key, value in state_dict.items():
         if not isinstance(value, np.ndarray):
             raise ValueError(f"{path}: state_dict entry {key!r} is a {type(value).__name__}, not a tensor.")
@@ -274,6 +277,20 @@ def _is_unused(key: str, checkpoint: ReferenceCheckpoint) -> bool:
     return weight is not None and weight.ndim == 4 and weight.shape[0] == weight.shape[1]
 
 
+def float32_weights(value: np.ndarray, key: str, source: str) -> np.ndarray:
+    """A weight tensor as float32, refusing what float32 would change: integer types, non-finite values,
+    values beyond float32's range."""
+    if value.dtype.kind != "f":
+        raise ValueError(f"{source}: {key} holds {value.dtype} values; weights are floating-point numbers.")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{source}: {key} holds {int(np.size(value) - np.isfinite(value).sum())} non-finite "
+                         "values (inf or NaN); the file is damaged or not a trained model.")
+    if value.size and float(np.abs(value).max()) > float(np.finfo(np.float32).max):
+        raise ValueError(f"{source}: {key} holds values beyond float32's range (largest magnitude "
+                         f"{float(np.abs(value).max()):.3g}); the file is damaged or not a trained model.")
+    return np.asarray(value, np.float32)
+
+
 def load_weights(model: keras.Model, checkpoint: ReferenceCheckpoint) -> list[tuple[str, int, int]]:
     """Fills every weight of `model` from `checkpoint`; returns `(group, tensors, parameters)` per group.
 
@@ -307,7 +324,7 @@ def load_weights(model: keras.Model, checkpoint: ReferenceCheckpoint) -> list[tu
             if tuple(state[key].shape) != shape:
                 raise ValueError(f"{source}: {key} has shape {tuple(state[key].shape)}, but layer {layer.name} needs "
                                  f"{shape}.")
-            values.append(fn(np.asarray(state[key], np.float32)))
+            values.append(fn(float32_weights(state[key], key, source)))
             used.add(key)
         layer.set_weights(values)
         group = _group(layer.name)

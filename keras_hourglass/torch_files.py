@@ -33,6 +33,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -56,13 +57,19 @@ STORAGE_DTYPES = {
 
 
 class StorageType:
-    """Stands in for `torch.FloatStorage` etc.: only its element type matters."""
+    """Stands in for `torch.FloatStorage` etc.: only its element type matters. Immutable: one file cannot
+    change how the next one loads (the unpickler's BUILD is refused on it too)."""
+
+    __slots__ = ("name", "dtype", "bfloat16")
 
     def __init__(self, name: str):
-        self.name = name
         dtype = STORAGE_DTYPES[name]
-        self.dtype = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
-        self.bfloat16 = dtype == "bfloat16"
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", np.dtype(np.uint16 if dtype == "bfloat16" else dtype))
+        object.__setattr__(self, "bfloat16", dtype == "bfloat16")
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a storage type cannot be changed")
 
 
 class Storage:
@@ -84,6 +91,8 @@ class _Tensor:
 
     def array(self) -> np.ndarray:
         data = self.storage.data
+        if any(n < 0 for n in self.size) or len(self.size) > 32:
+            raise ValueError(f"a tensor of size {self.size}: not a shape")
         if any(n == 0 for n in self.size):
             array = np.zeros(self.size, data.dtype)
         else:
@@ -91,6 +100,11 @@ class _Tensor:
             if self.offset < 0 or last >= len(data) or min(self.stride, default=0) < 0:
                 raise ValueError(f"a tensor of size {self.size} and stride {self.stride} at offset {self.offset} "
                                  f"overruns its storage of {len(data)} elements")
+            elements = int(np.prod(self.size, dtype=object))
+            if elements > len(data) - self.offset:  # a stride-0 or overlapping view: more values than stored
+                raise ValueError(f"a tensor of size {self.size} and stride {self.stride} repeats the values of its "
+                                 f"storage of {len(data)} elements ({elements} elements); checkpoints store each "
+                                 "value once")
             strides = tuple(s * data.dtype.itemsize for s in self.stride)
             array = np.lib.stride_tricks.as_strided(data[self.offset:], self.size, strides).copy()
         if self.storage.kind.bfloat16:
@@ -105,15 +119,52 @@ def _rebuild_tensor(storage, offset, size, stride, *unused) -> _Tensor:
     return _Tensor(storage, offset, size, stride)
 
 
-def _materialize(value):
-    """The unpickled object with every `_Tensor` replaced by its NumPy array."""
-    if isinstance(value, _Tensor):
-        return value.array()
-    if isinstance(value, dict):
-        return type(value)((key, _materialize(item)) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(_materialize(item) for item in value)
-    return value
+MAX_DEPTH = 64  # containers inside containers; a state dict inside a checkpoint is 2 or 3 deep
+LEAVES = (str, bytes, int, float, complex, bool, type(None), np.generic)
+
+
+def _materialize(value, budget: int):
+    """The unpickled object with every `_Tensor` replaced by its NumPy array, checked as it goes.
+
+    Only containers (dict, list, tuple), strings, numbers and tensors may be in it, at most `MAX_DEPTH`
+    deep. An object that the pickle refers to many times (its memo) is materialised once and shared, so a
+    file cannot multiply itself; containers, strings and arrays together may not come to more than
+    `budget` bytes (the file's own size, about: every value of a checkpoint is stored in it once).
+    """
+    done, used = {}, [0]
+
+    def visit(item, depth):
+        if depth > MAX_DEPTH:
+            raise ValueError(f"containers nested more than {MAX_DEPTH} deep")
+        if id(item) in done:
+            return done[id(item)][1]
+        if isinstance(item, _Tensor):
+            result = item.array()
+            size = result.nbytes
+        elif isinstance(item, dict):
+            result = type(item)((visit(key, depth + 1), visit(entry, depth + 1)) for key, entry in item.items())
+            size = 64 * len(item)
+        elif isinstance(item, (list, tuple)):
+            result = type(item)(visit(entry, depth + 1) for entry in item)
+            size = 8 * len(item)
+        elif isinstance(item, LEAVES):
+            result, size = item, len(item) if isinstance(item, (str, bytes)) else 8
+        else:
+            raise ValueError(f"a {type(item).__name__} object, where a checkpoint holds tensors, containers, "
+                             "numbers and strings only")
+        used[0] += size
+        if used[0] > budget:
+            raise ValueError(f"its objects come to more than {budget:,} bytes, more than a file of its size can "
+                             "hold; refused")
+        done[id(item)] = (item, result)  # the item is kept alive so that its id is not reused
+        return result
+
+    return visit(value, 0)
+
+
+def _budget(path: str) -> int:
+    """What the objects of a checkpoint file may come to: its size, twice, and a megabyte for small files."""
+    return 2 * os.path.getsize(path) + 2**20
 
 
 def _rebuild_parameter(data, requires_grad=None, hooks=None, *unused):
@@ -125,17 +176,33 @@ def _ordered_dict(*args):
     return collections.OrderedDict(*args)
 
 
+PLAIN_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex: what a number in a checkpoint is
+
+
+def _plain_dtype(dtype) -> bool:
+    """A plain numeric scalar type of at most 16 bytes: no fields, no sub-arrays, no objects, no void."""
+    return (isinstance(dtype, np.dtype) and dtype.kind in PLAIN_KINDS and dtype.fields is None
+            and dtype.subdtype is None and not dtype.hasobject and dtype.itemsize <= 16)
+
+
 def _numpy_scalar(dtype, data=None):
-    """`numpy.core.multiarray.scalar`: a NumPy scalar from its dtype and raw bytes."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("numpy scalar of an object dtype")
-    return np.frombuffer(data, dtype, count=1)[0]
+    """`numpy.core.multiarray.scalar`: a NumPy scalar from a plain dtype and exactly its bytes."""
+    if not _plain_dtype(dtype) or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number of its dtype's size")
+    return np.frombuffer(data, dtype, count=1)[0].copy()
 
 
 def _numpy_dtype(spec, align=False, copy=False):
-    dtype = np.dtype(spec, align, copy)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(f"numpy dtype {dtype} holds Python objects")
+    """`numpy.dtype(spec)` for a type code of a plain number (`'f8'`, `'i4'`, ...) only."""
+    if not isinstance(spec, str) or len(spec) > 4:
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r:.40}: only plain numeric type codes are allowed")
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r}: not a type") from None
+    if not _plain_dtype(dtype):
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r}: only plain numbers are allowed (no structured, "
+                                     "void or object types)")
     return dtype
 
 
@@ -151,14 +218,58 @@ ALLOWED_GLOBALS = {
 }
 
 
-class _AllowListUnpickler(pickle.Unpickler):
-    """Resolves only `ALLOWED_GLOBALS`; persistent ids become `Storage`s through `load_storage`."""
+def _refuse(opcode: str):
+    def refuse(self):
+        raise pickle.UnpicklingError(f"the pickle opcode {opcode}, which a checkpoint does not use")
+    return refuse
+
+
+class _AllowListUnpickler(pickle._Unpickler):
+    """Resolves only `ALLOWED_GLOBALS`; persistent ids become `Storage`s through `load_storage`.
+
+    The opcodes that call or change objects are checked, as PyTorch's `weights_only` loader does: REDUCE
+    calls only the functions of `ALLOWED_GLOBALS`; BUILD (setting an object's state) is taken only on an
+    `OrderedDict`, whose state torch writes as its `_metadata` (dropped here, nothing reads it), and on a
+    plain numeric dtype with little-endian or no byte order (the state is not applied: the type code
+    already is the dtype); NEWOBJ, NEWOBJ_EX, INST and OBJ are refused. The pure-Python unpickler is
+    used because the C one cannot be hooked per opcode; a checkpoint's pickle is small (tensors are
+    references to storages), so this costs milliseconds.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, source: str, load_storage):
         super().__init__(file, encoding="latin1")
         self.source = source
         self.load_storage = load_storage
         self.storages = {}
+
+    def load_reduce(self):
+        function = self.stack[-2]
+        if not any(function is allowed for allowed in ALLOWED_GLOBALS.values() if callable(allowed)) or \
+                isinstance(function, StorageType):
+            raise pickle.UnpicklingError(f"a call of {type(function).__name__}, which is not an allowed function")
+        pickle._Unpickler.load_reduce(self)
+
+    def load_build(self):
+        state = self.stack.pop()
+        target = self.stack[-1]
+        if isinstance(target, collections.OrderedDict):
+            if state is not None and not isinstance(state, (dict, tuple)):
+                raise pickle.UnpicklingError("an OrderedDict with a state that is not its attributes")
+            return
+        if _plain_dtype(target) and isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", "|", "="):
+            if any(item is not None for item in state[2:5]):  # sub-array, names, fields
+                raise pickle.UnpicklingError("a numpy dtype with fields")
+            return
+        raise pickle.UnpicklingError(f"setting the state of a {type(target).__name__}, which a checkpoint does "
+                                     "not do")
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.BUILD[0]] = load_build
+    for _opcode in ("NEWOBJ", "NEWOBJ_EX", "INST", "OBJ"):
+        dispatch[getattr(pickle, _opcode)[0]] = _refuse(_opcode)
+    del _opcode
 
     def find_class(self, module, name):
         found = ALLOWED_GLOBALS.get((module, name))
@@ -199,9 +310,15 @@ def load_torch_file(path: str):
             return _load_legacy(f, path)
     except (EOFError, struct.error) as error:
         raise ValueError(f"{path}: {TRUNCATED} ({type(error).__name__}: {error})") from None
-    except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, TypeError,
-            AttributeError, IndexError) as error:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error}).") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a readable torch checkpoint (objects nested too deep).") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, KeyError, TypeError, AttributeError,
+            IndexError, NotImplementedError, OverflowError, MemoryError, RuntimeError, UnicodeDecodeError) as error:
+        message = str(error).splitlines()[0][:200] if str(error) else ""
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {message}).") from None
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(path) else f"{path}: {message[:300]}.") from None
 
 
 def _load_zip(path: str):
@@ -215,14 +332,28 @@ def _load_zip(path: str):
         if byteorder in names and archive.read(byteorder).decode().strip() != "little":
             raise ValueError(f"{path}: big-endian checkpoints are not supported.")
 
-        def load_storage(key, kind, numel):
-            raw = archive.read(f"{prefix}data/{key}")
-            if len(raw) < numel * kind.dtype.itemsize:
-                raise ValueError(f"{path}: storage {key} holds {len(raw)} bytes, fewer than {numel} elements.")
-            return np.frombuffer(raw, kind.dtype, count=numel)
+        budget, inflated = _budget(path), [0]
 
-        with archive.open(pickles[0]) as f:
-            return _materialize(_AllowListUnpickler(io.BytesIO(f.read()), path, load_storage).load())
+        def read(name: str) -> bytes:
+            """An entry, once its declared size is known to fit what is left of the budget (before inflating)."""
+            info = archive.getinfo(name)
+            inflated[0] += info.file_size
+            if inflated[0] > budget:
+                raise ValueError(f"{path}: its entries inflate to more than {budget:,} bytes (entry {name} declares "
+                                 f"{info.file_size:,} bytes from {info.compress_size:,}); refused")
+            return archive.read(info)
+
+        def load_storage(key, kind, numel):
+            name = f"{prefix}data/{key}"
+            if name not in names:
+                raise ValueError(f"{path}: storage {key} is missing from the archive")
+            if numel < 0 or numel * kind.dtype.itemsize > archive.getinfo(name).file_size:
+                raise ValueError(f"{path}: storage {key} holds {archive.getinfo(name).file_size} bytes, fewer than "
+                                 f"{numel} elements")
+            return np.frombuffer(read(name), kind.dtype, count=numel)
+
+        data = read(pickles[0])
+        return _materialize(_AllowListUnpickler(io.BytesIO(data), path, load_storage).load(), budget)
 
 
 def _load_legacy(f, path: str):
@@ -243,7 +374,12 @@ def _load_legacy(f, path: str):
         raise ValueError(f"{path}: big-endian checkpoints are not supported.")
     pending = {}  # key -> (kind, numel, array to fill): storages follow the object in the file
 
+    size = os.path.getsize(path)
+
     def load_storage(key, kind, numel):
+        if numel < 0 or numel * kind.dtype.itemsize > size:  # the storages follow in this file
+            raise ValueError(f"{path}: storage {key} declares {numel} elements, more than the file's {size:,} bytes "
+                             "can hold; refused")
         array = np.zeros(numel, kind.dtype)
         pending[key] = (kind, numel, array)
         return array
@@ -256,6 +392,9 @@ def _load_legacy(f, path: str):
     for key in keys:
         kind, numel, array = pending[str(key)]
         (count,) = struct.unpack("<q", f.read(8))
+        if not 0 <= count * kind.dtype.itemsize <= size - f.tell():
+            raise ValueError(f"{path}: {TRUNCATED} (storage {key} declares {count} elements, more than is left of "
+                             "the file)")
         raw = f.read(count * kind.dtype.itemsize)
         if len(raw) != count * kind.dtype.itemsize:
             raise ValueError(f"{path}: {TRUNCATED} (its last tensor storage has {len(raw)} of its "
@@ -263,7 +402,7 @@ def _load_legacy(f, path: str):
         if count < numel:
             raise ValueError(f"{path}: storage {key} holds {count} elements, fewer than the {numel} its tensors use.")
         array[:] = np.frombuffer(raw, kind.dtype, count=numel)
-    return _materialize(result)
+    return _materialize(result, _budget(path))
 
 
 def _is_tar(path: str) -> bool:

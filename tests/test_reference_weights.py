@@ -156,3 +156,38 @@ def test_the_command_writes_keras_saved_model_and_tflite_that_agree(tmp_path, sh
     assert (output / "model.tflite").is_file()
     assert import_weights.main([*again, "--overwrite"]) == 0
     assert sorted(p.name for p in output.iterdir()) == ["import.json", "model.keras", "saved_model"]
+
+
+def test_hostile_or_damaged_weights_are_one_line_and_leave_nothing(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from tests.test_torch_files import op_dict, op_storage, op_tensor, write_zip
+
+    stride0 = write_zip(tmp_path / "stride0.pt", op_dict(state_dict=op_dict(
+        w=op_tensor(op_storage("0", 1), (4000, 4000), (0, 0)))), {"0": np.ones(1, np.float32).tobytes()})
+    line = one_line_error(import_weights.main, [str(stride0), "--output", str(tmp_path / "a")], capsys)
+    assert line.startswith(f"import_weights.py: error: {stride0}: ") and "repeats the values" in line
+    state = read_checkpoint(REFERENCE / "pv_s2_d32_j11.pt").state_dict
+    for name, change, message in [
+        ("inf", lambda s: s["outs.0.conv.weight"].__setitem__((0, 0, 0, 0), np.inf), "non-finite values"),
+        ("huge", lambda s: s.__setitem__("outs.0.conv.weight", s["outs.0.conv.weight"].astype(np.float64) * 1e300),
+         "beyond float32's range"),
+        ("int", lambda s: s.__setitem__("outs.0.conv.weight", s["outs.0.conv.weight"].astype(np.int8)),
+         "holds int8 values"),
+    ]:
+        damaged = {k: np.array(v) for k, v in state.items()}
+        change(damaged)
+        path = tmp_path / f"{name}.safetensors"
+        save_file({f"model.module.{k}": np.ascontiguousarray(v) for k, v in damaged.items()}, str(path))
+        line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / name), "--image-size",
+                                                    "64"], capsys)
+        assert "outs.0.conv.weight" in line and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.safetensors", "inf.safetensors", "int.safetensors",
+                                                          "stride0.pt"]
+
+
+def test_text_from_the_file_cannot_drive_the_terminal():
+    from keras_hourglass.cli.import_weights import printable
+
+    assert printable("hg\x1b[2J\x1b[31m") == "hg\\x1b[2J\\x1b[31m"
+    assert printable("x" * 1000) == "x" * 80 + "..."

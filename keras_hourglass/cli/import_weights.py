@@ -57,6 +57,12 @@ def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
     return parser
 
 
+def printable(value, limit: int = 80) -> str:
+    """A value read from the file, as text safe for a terminal: control characters escaped, at most `limit` long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def joint_spec(args, num_keypoints: int) -> JointSpec:
     """The joint table of the checkpoint's channels: `--keypoint-names`, `--dataset`, or by count."""
     if args.keypoint_names:
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     spec = joint_spec(args, checkpoint.num_keypoints)
     print(f"{args.checkpoint}: {checkpoint.format} checkpoint, {checkpoint.num_stacks} stacks, "
           f"{checkpoint.num_keypoints} joints ({spec.name}), {checkpoint.filters} filters, depth {checkpoint.depth}, "
-          f"stem widths {checkpoint.stem_filters}" + "".join(f", {k} {v}" for k, v in checkpoint.info.items()))
+          f"stem widths {checkpoint.stem_filters}" + "".join(f", {k} {printable(v)}" for k, v in checkpoint.info.items()))
     size = (args.image_size, args.image_size)
     with step("starting TensorFlow"):
         quiet_tensorflow()
