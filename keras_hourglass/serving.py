@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import uuid
 import warnings
 
@@ -53,6 +54,16 @@ DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a few phone photos, base64-encoded
 MAX_IMAGE_SIDE = 4096  # pixels
 REQUEST_TIMEOUT = 30.0  # seconds
+MAX_IMAGES = 32  # images in one request
+MAX_PERSON_SCALE = 100.0  # a person box of 20,000 pixels: ten times the largest image side accepted
+MAX_PIXELS = 64 * 2**20  # decoded pixels in one request, summed over its images (checked from the file headers)
+WORKERS = 2  # threads that decode and run the model; requests beyond them wait in the queue
+MAX_QUEUED = 16  # requests running or waiting; beyond it a request is answered 503 at once
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# What a prediction POST may carry: a cross-site page can send only form and text/plain bodies without asking
+# first (a CORS preflight, which this server never answers with CORS headers), so those are refused.
+POST_CONTENT_TYPES = ("application/json", "application/octet-stream", "multipart/form-data")
 OUTPUTS = ("keypoints", "scores", "heatmaps")
 DEFAULT_OUTPUTS = ("keypoints", "scores")
 # The signatures that take whole images, and the inputs each takes besides `images`.
@@ -70,6 +81,14 @@ def import_kserve():
     finally:
         sys.argv = saved
     return kserve
+
+
+@dataclasses.dataclass
+class EncodedImage:
+    """An image file of a request, checked from its header, to be decoded once all of the request's fit."""
+
+    data: bytes
+    field: str
 
 
 class BadRequest(ValueError):
@@ -137,6 +156,9 @@ def check_extra(signature: str, extra: dict, count: int) -> dict:
     """The inputs of `signature` besides the images, shaped and checked as its graph expects."""
     if signature == "boxes":
         boxes = number_rows(extra.get("boxes"), "boxes", 4, count)
+        if np.any(np.abs(boxes) > MAX_PERSON_SCALE * 200):
+            raise BadRequest(f"boxes must lie near the image (|coordinates| at most {MAX_PERSON_SCALE * 200:g} "
+                             f"pixels); got {boxes.tolist()}.")
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise BadRequest(f"boxes must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1; got {boxes.tolist()}.")
         return {"boxes": boxes}
@@ -145,6 +167,10 @@ def check_extra(signature: str, extra: dict, count: int) -> dict:
         scale = number_rows(extra.get("scale"), "scale", None, count)
         if np.any(scale <= 0):
             raise BadRequest(f"scale must be positive (units of 200 pixels); got {scale.tolist()}.")
+        if np.any(scale > MAX_PERSON_SCALE) or np.any(np.abs(center) > MAX_PERSON_SCALE * 200):
+            raise BadRequest(f"center and scale must describe a person near the image: scale at most "
+                             f"{MAX_PERSON_SCALE:g} (units of 200 pixels), |center| at most "
+                             f"{MAX_PERSON_SCALE * 200:g} pixels; got center {center.tolist()}, scale {scale.tolist()}.")
         return {"center": center, "scale": scale}
     return {}
 
@@ -173,6 +199,7 @@ class PoseServingModel:
         super().__init__(name)
         self.source = source
         self.max_image_side = max_image_side
+        self.workers = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="pose")
         self.metadata = read_saved_model_metadata(source) if isinstance(source, str) else source.metadata()
 
     def load(self) -> bool:
@@ -209,9 +236,13 @@ class PoseServingModel:
 
     # --- requests -> PoseRequest
 
-    def photo(self, data, field: str) -> np.ndarray:
-        """An encoded image file (bytes, or base64 text) as RGB uint8, checked before and after decoding."""
-        from keras_hourglass.data.records import JPEG_START, PNG_START, BMP_START, decode_photo, encoded_image_size
+    def encoded_photo(self, data, field: str, budget: dict) -> "EncodedImage":
+        """An encoded image file (bytes, or base64 text), checked from its header, not yet decoded.
+
+        Its declared pixels are taken from `budget["pixels"]` (`MAX_PIXELS` per request), so that a request
+        whose files would decode to too many pixels is refused before any of them is decoded.
+        """
+        from keras_hourglass.data.records import JPEG_START, PNG_START, BMP_START, encoded_image_size
 
         if isinstance(data, str):
             data = data.encode()
@@ -226,20 +257,40 @@ class PoseServingModel:
         if size is not None and max(size) > self.max_image_side:
             raise BadRequest(f"{field} is {size[1]}x{size[0]} pixels; at most {self.max_image_side} pixels a side "
                              "are accepted.")
-        image, problem = decode_photo(data, field, quiet=False)  # quiet would redirect stderr for every thread
+        pixels = size[0] * size[1] if size is not None else self.max_image_side ** 2
+        budget["pixels"] -= pixels
+        if budget["pixels"] < 0:
+            raise BadRequest(f"the images of one request may have at most {MAX_PIXELS:,} pixels together; "
+                             f"{field} ({pixels:,} pixels) goes over. Send fewer or smaller images per request.")
+        return EncodedImage(data, field)
+
+    def decoded(self, image, budget: dict) -> np.ndarray:
+        """`image` itself, or an `EncodedImage` decoded to RGB uint8 and checked (unless the request was abandoned)."""
+        from keras_hourglass.data.records import decode_photo
+
+        if not isinstance(image, EncodedImage):
+            return image
+        if budget.get("cancelled") is not None and budget["cancelled"].is_set():
+            raise BadRequest("the request was abandoned")
+        pixels, problem = decode_photo(image.data, image.field, quiet=False)  # quiet would redirect every thread's stderr
         if problem:
             raise BadRequest(problem + ".")
-        return check_image(image, field, self.max_image_side)
+        return check_image(pixels, image.field, self.max_image_side)
 
-    def image_value(self, value, field: str) -> np.ndarray:
-        """A V1 image: `{"b64": file}` or nested lists of pixels."""
+    def image_value(self, value, field: str, budget: dict):
+        """A V1 image: `{"b64": file}` (an `EncodedImage`, decoded later) or nested lists of pixels."""
         if isinstance(value, dict):
             if set(value) != {"b64"}:
                 raise BadRequest(f"{field} must be pixels or {{\"b64\": <base64 image file>}}; got keys {sorted(value)}.")
-            return self.photo(value["b64"], f"{field}.b64")
+            return self.encoded_photo(value["b64"], f"{field}.b64", budget)
         return check_image(pixel_array(value, field), field, self.max_image_side)
 
-    def parse_v1(self, body) -> PoseRequest:
+    @staticmethod
+    def check_count(count: int, field: str) -> None:
+        if count > MAX_IMAGES:
+            raise BadRequest(f"{field} holds {count} images; at most {MAX_IMAGES} are accepted in one request.")
+
+    def parse_v1(self, body, budget: dict | None = None) -> PoseRequest:
         if isinstance(body, (bytes, str)):  # sent without a JSON content type, as `curl -d` does
             try:
                 body = json.loads(body)
@@ -271,12 +322,15 @@ class PoseServingModel:
                 raise BadRequest(f"inputs must be an object with {list(names)} for signature {signature}.")
             if not isinstance(columns["images"], list) or not columns["images"]:
                 raise BadRequest("inputs.images must be a non-empty list of images.")
-        images = [self.image_value(image, f"instances[{i}]" if "instances" in body else f"inputs.images[{i}]")
-                  for i, image in enumerate(columns["images"])]
+        self.check_count(len(columns["images"]), "instances" if "instances" in body else "inputs.images")
+        budget = {"pixels": MAX_PIXELS} if budget is None else budget
+        images = [self.image_value(image, f"instances[{i}]" if "instances" in body else f"inputs.images[{i}]",
+                                   budget) for i, image in enumerate(columns["images"])]
+        images = [self.decoded(image, budget) for image in images]  # once every file's size is known to fit
         extra = check_extra(signature, {n: columns[n] for n in names[1:]}, len(images))
         return PoseRequest(signature, images, extra, outputs)
 
-    def parse_v2(self, request) -> PoseRequest:
+    def parse_v2(self, request, budget: dict | None = None) -> PoseRequest:
         inputs = {}
         for tensor in request.inputs:
             if tensor.name in inputs:
@@ -295,7 +349,10 @@ class PoseServingModel:
             files = self.tensor_values(images)
             if files.ndim != 1 or not files.size:
                 raise BadRequest(f"BYTES images must have shape [N] (N >= 1), one file each; got {list(files.shape)}.")
-            images = [self.photo(data, f"images[{i}]") for i, data in enumerate(files)]
+            self.check_count(len(files), "images")
+            budget = {"pixels": MAX_PIXELS} if budget is None else budget
+            images = [self.encoded_photo(data, f"images[{i}]", budget) for i, data in enumerate(files)]
+            images = [self.decoded(image, budget) for image in images]  # once every file's size is known to fit
         elif images.datatype == "UINT8":
             if isinstance(images.data, list) and images.data:  # JSON numbers: refuse what is not a pixel, as V1 does
                 pixel_array(images.data, "images")
@@ -304,6 +361,7 @@ class PoseServingModel:
                 raise BadRequest(f"images must be UINT8 [N, height, width, 3] (RGB); got shape {list(array.shape)}.")
             if not array.shape[0]:
                 raise BadRequest("images holds no image (N = 0).")
+            self.check_count(array.shape[0], "images")
             images = np.stack([check_image(image, f"images[{i}]", self.max_image_side)
                                for i, image in enumerate(array)])
         else:
@@ -330,8 +388,11 @@ class PoseServingModel:
 
     # --- inference
 
-    def run(self, request: PoseRequest) -> dict:
-        """Calls the signature (once per image when the images differ in size); `{output: array [N, ...]}`."""
+    def run(self, request: PoseRequest, cancelled: threading.Event | None = None) -> dict:
+        """Calls the signature (once per image when the images differ in size); `{output: array [N, ...]}`.
+
+        Stops before the next image once `cancelled` is set (the request was answered 504).
+        """
         import tensorflow as tf
 
         function = self.signatures[request.signature]
@@ -340,6 +401,8 @@ class PoseServingModel:
                          for i, image in enumerate(request.images)])
         results = []
         for images, extra in batches:
+            if cancelled is not None and cancelled.is_set():
+                raise BadRequest("the request was abandoned")
             try:
                 outputs = function(images=tf.constant(np.asarray(images, np.uint8)),
                                    **{k: tf.constant(v) for k, v in extra.items()})
@@ -349,14 +412,28 @@ class PoseServingModel:
         return {name: np.concatenate([r[name] for r in results]) for name in request.outputs}
 
     async def predict(self, payload, headers=None):
-        """V1 (a dict) or V2 (`InferRequest`); the model runs in a worker thread, off the event loop."""
+        """V1 (a dict) or V2 (`InferRequest`).
+
+        Decoding and the model run in the server's worker threads (`WORKERS`), off the event loop, so that
+        health checks and other requests are answered meanwhile; when the request is abandoned (its 504),
+        the work stops before its next image.
+        """
         kserve = import_kserve()
         v2 = isinstance(payload, kserve.InferRequest)
+        cancelled = threading.Event()
+
+        def work():
+            budget = {"pixels": MAX_PIXELS, "cancelled": cancelled}
+            request = self.parse_v2(payload, budget) if v2 else self.parse_v1(payload, budget)
+            return request, self.run(request, cancelled)
+
         try:
-            request = self.parse_v2(payload) if v2 else self.parse_v1(payload)
-            outputs = await asyncio.get_running_loop().run_in_executor(None, self.run, request)
+            request, outputs = await asyncio.get_running_loop().run_in_executor(self.workers, work)
         except BadRequest as error:
             raise kserve.errors.InvalidInput(str(error)) from None
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         if not v2:
             return {"predictions": [{name: outputs[name][i].tolist() for name in request.outputs}
                                     for i in range(request.count)]}
@@ -468,6 +545,58 @@ class LimitsMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class RequestGuard:
+    """ASGI middleware: what a server reachable by other machines and other people's web pages must refuse.
+
+    * a `Host` header that is not one of `allowed_hosts` (400): a page on another site that makes its
+      own name resolve to this machine (DNS rebinding) still sends its own name;
+    * the model-control routes, `/v2/repository/...` (load, unload), unless `allow_model_control` (403);
+    * a POST whose content type is not one of `POST_CONTENT_TYPES` (415): the bodies a cross-site page can
+      send without a preflight;
+    * a prediction beyond `max_queued` running or waiting ones (503, at once, rather than a growing queue).
+    """
+
+    def __init__(self, app, allowed_hosts=LOOPBACK_NAMES, allow_model_control: bool = False,
+                 max_queued: int = MAX_QUEUED):
+        self.app, self.allowed_hosts = app, {host_name(name) for name in allowed_hosts}
+        self.allow_model_control, self.max_queued, self.queued = allow_model_control, max_queued, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        host, path = headers.get("host", ""), scope["path"]
+        if host_name(host) not in self.allowed_hosts:
+            return await LimitsMiddleware.answer(send, 400, f"this server does not answer to the host name "
+                                                            f"{host[:100]!r}; start it with --allowed-host NAME to "
+                                                            "add it.")
+        if path.startswith("/v2/repository/") and not self.allow_model_control:
+            return await LimitsMiddleware.answer(send, 403, "loading and unloading models is off; start the server "
+                                                            "with --allow-model-control to allow it.")
+        if scope["method"] == "POST":
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind not in POST_CONTENT_TYPES:
+                return await LimitsMiddleware.answer(send, 415, f"a POST must have content type "
+                                                                f"{', '.join(POST_CONTENT_TYPES)}; got {kind[:60]!r}.")
+            if self.queued >= self.max_queued:
+                return await LimitsMiddleware.answer(send, 503, f"{self.queued} requests are running or waiting; "
+                                                                "try again shortly.")
+            self.queued += 1
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                self.queued -= 1
+        return await self.app(scope, receive, send)
+
+
+def host_name(host: str) -> str:
+    """The name in a `Host` header or an address, without the port or IPv6 brackets, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def add_routes(app, model) -> None:
     """The page at `/` and `/web/`, the joints in the V2 model metadata, 4xx for unparsable bodies.
 
@@ -500,11 +629,13 @@ def add_routes(app, model) -> None:
 
 def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float = REQUEST_TIMEOUT,
-          on_ready=None) -> None:
+          on_ready=None, allowed_hosts=(), allow_model_control: bool = False) -> None:
     """Serves `model` (from `pose_serving_model`) until SIGTERM or SIGINT (requests in flight finish first).
 
     `grpc_port` turns on KServe's gRPC endpoint (V2 over gRPC), which KServe binds on every interface.
-    `on_ready()` is called once the model is loaded, before the port opens.
+    `on_ready()` is called once the model is loaded, before the port opens. `Host` headers answered: the
+    loopback names, `host` itself and `allowed_hosts` (`RequestGuard`); the model-control routes only
+    with `allow_model_control`.
     """
     kserve = import_kserve()
     from kserve.model_server import app
@@ -513,6 +644,7 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         def setup_event_loop(self):  # called after the servers are made, before they start
             super().setup_event_loop()
             self._rest_server.config.host = host  # KServe binds 0.0.0.0 otherwise
+            self._rest_server.config.timeout_keep_alive = KEEP_ALIVE  # KServe keeps idle connections 65 s
 
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
                          enable_docs_url=False, enable_latency_logging=False, workers=1,
@@ -522,6 +654,8 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, twice per request
     add_routes(app, model)
     app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)
+    app.add_middleware(RequestGuard, allowed_hosts=(*LOOPBACK_NAMES, host, *allowed_hosts),
+                       allow_model_control=allow_model_control)
     if on_ready is not None:
         on_ready()
     with contextlib.suppress(KeyboardInterrupt):

@@ -11,6 +11,7 @@ import os
 import pathlib
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -173,7 +174,7 @@ def test_v1_v2_and_uploads_answer_as_the_saved_model_in_process(server, in_proce
     status, answer = request(url, {"instances": batch.tolist()})
     assert status == 200, answer
     assert_same_keypoints({k: [p[k] for p in answer["predictions"]] for k in ("keypoints", "scores")}, expected)
-    status, answer = request(url, {"instances": [{"b64": encoded}]}, headers={"content-type": "text/plain"})
+    status, answer = request(url, {"instances": [{"b64": encoded}]})
     assert_same_keypoints(answer["predictions"][0], {k: v[0] for k, v in in_process(
         "serving_default", images=pixels[None]).items()})
     status, answer = request(url, {"signature_name": "boxes", "instances": [
@@ -268,10 +269,76 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_goes_on(server, phot
     assert "refused a request: " in log and "Traceback" not in log, log[-3000:]
 
 
+def raw_request(server, method: str, path: str, headers: dict, body: bytes = b"") -> tuple[int, str]:
+    """`(status, body)` of one request sent as written, with exactly these headers (`Host` included)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {**headers, "content-length": str(len(body))}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def png_header_only_file(width: int, height: int) -> bytes:
+    """A valid PNG of width x height black pixels, small on the wire (its rows compress to almost nothing)."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"".join(b"\0" + bytes(3 * width) for _ in range(height)), 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server, photo):
+    """What another web page, another host name or a greedy client can send; the model keeps serving."""
+    from keras_hourglass.serving import MAX_IMAGES, MAX_PIXELS
+
+    good = {"inputs": [tensor("images", photo[3][:1])]}
+    body = json.dumps(good).encode()
+    local = {"host": f"127.0.0.1:{server.port}"}
+    infer = "/v2/models/hourglass/infer"
+    # a page on another site: a text/plain or form POST needs no preflight, so it is refused
+    for kind in ("text/plain", "application/x-www-form-urlencoded", ""):
+        status, answer = raw_request(server, "POST", infer, {**local, "content-type": kind}, body)
+        assert status == 415 and "content type" in answer, (kind, status, answer)
+    # DNS rebinding: another site's name for this address
+    status, answer = raw_request(server, "POST", infer, {"host": "attacker.example", "content-type":
+                                                         "application/json"}, body)
+    assert status == 400 and "does not answer to the host name 'attacker.example'" in answer, answer
+    # model control is off: the model cannot be unloaded
+    status, answer = raw_request(server, "POST", "/v2/repository/models/hourglass/unload",
+                                 {**local, "content-type": "application/json"})
+    assert status == 403 and "--allow-model-control" in answer, answer
+    # too many images, or too many decoded pixels declared by small files: refused before decoding
+    many = {"inputs": [tensor("images", np.zeros((MAX_IMAGES + 1, 4, 4, 3), np.uint8))]}
+    status, answer = request(f"{server.url}{infer}", many)
+    assert status == 400 and f"at most {MAX_IMAGES}" in answer["error"], answer
+    side = MAX_IMAGE_SIDE
+    wide = base64.b64encode(png_header_only_file(side, side)).decode()
+    count = MAX_PIXELS // side ** 2 + 1
+    assert count <= MAX_IMAGES
+    files = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [count], "data": [wide] * count}]}
+    status, answer = request(f"{server.url}{infer}", files)
+    assert status == 400 and "pixels together" in answer["error"] and f"images[{count - 1}]" in answer["error"], answer
+    # a person far outside any image
+    status, answer = server.infer([tensor("images", photo[3][:1]), tensor("center", [[1e30, 0]]),
+                                   tensor("scale", [1e30])])
+    assert status == 400 and "near the image" in answer["error"], answer
+    assert request(f"{server.url}{infer}", good)[0] == 200  # still loaded, still serving
+
+
 def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(server, photo):
     """A client that announces a body and stops sending it holds the request until the timeout."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
-        connection.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        connection.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                            b"content-length: 100\r\n\r\n{\"inputs\"")
         start = time.monotonic()
         answer = b""

@@ -43,6 +43,12 @@ def build_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
                         help=f"largest request body in MiB (default {MAX_BODY_BYTES / 2**20:g})")
     parser.add_argument("--max-image-side", type=int, default=MAX_IMAGE_SIDE,
                         help=f"largest image side in pixels (default {MAX_IMAGE_SIDE})")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header names NAME (repeatable; default: the loopback "
+                             "names and --host)")
+    parser.add_argument("--allow-model-control", action="store_true",
+                        help="allow KServe's model-control routes (/v2/repository/models/NAME/load, unload; "
+                             "default off: anyone who reaches the port could unload the model)")
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
                         help=f"seconds a request may take before it is answered 504 (default {REQUEST_TIMEOUT:g})")
     return parser
@@ -134,6 +140,7 @@ def run(args: argparse.Namespace) -> None:
     with step("warming up the signatures (their first calls)"):
         model = pose_serving_model(args.name, source, args.max_image_side)
     serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
+          allowed_hosts=args.allowed_host, allow_model_control=args.allow_model_control,
           on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",
                                  flush=True))
 
