@@ -119,7 +119,10 @@ def _strip_prefix(state_dict: dict) -> dict:
 def _shape(state_dict: dict, key: str, source: str, axis: int = 0) -> int:
     if key not in state_dict:
         raise ValueError(f"{source}: missing key {key!r}, needed to infer the network's size.")
-    return int(np.shape(state_dict[key])[axis])
+    shape = np.shape(state_dict[key])
+    if len(shape) <= axis:
+        raise ValueError(f"{source}: {key} has shape {shape}; a weight of at least {axis + 1} dimensions was expected.")
+    return int(shape[axis])
 
 
 def _count(state_dict: dict, pattern: str) -> int:
@@ -132,7 +135,7 @@ def detect_format(state_dict: dict, source: str) -> str:
         return PRINCETON_VL
     if any(k.startswith("conv1.") for k in state_dict) and any(k.startswith("hg.") for k in state_dict):
         return PYTORCH_POSE
-    sample = ", ".join(list(state_dict)[:3])
+    sample = ", ".join(repr(key)[:60] for key in list(state_dict)[:3])
     raise ValueError(f"{source}: not a princeton-vl or pytorch-pose hourglass state dict (first keys: {sample}); "
                      f"pass --format to force one of {', '.join(FORMATS)}.")
 
@@ -175,9 +178,13 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         raise ValueError(f"{path}: no 'state_dict' in the checkpoint (found {found}).")
     else:
         raise ValueError(f"{path}: the checkpoint holds a {type(content).__name__}, not a dict with a 'state_dict'.")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path}: its state_dict is a {type(state_dict).__name__}, not a dict of tensors.")
     for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: a state_dict key is a {type(key).__name__}, not a tensor name.")
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{path}: state_dict entry {key!r} is a {type(value).__name__}, not a tensor.")
+            raise ValueError(f"{path}: state_dict entry {key!r:.80} is a {type(value).__name__}, not a tensor.")
     state_dict = _strip_prefix(state_dict)
     detected = detect_format(state_dict, path) if format is None else _detected_or_none(state_dict, path)
     if format is not None and detected not in (None, format):
@@ -214,12 +221,17 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
 
 
 def _plain(value):
-    """An `epoch`/`best_acc` entry as a Python number (pytorch-pose stores a 0-d tensor)."""
+    """An `epoch`/`best_acc`/`arch` entry as a Python number or a short string (pytorch-pose stores a 0-d tensor);
+    anything else is described by its type only (a hostile value's text can be huge)."""
     if isinstance(value, np.ndarray) and value.size == 1:
         return value.item()
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    if isinstance(value, str):
+        return value[:200]
+    return f"<a {type(value).__name__}>"
 
 
 # Our layer names -> the reference's module paths ------------------------------

@@ -606,6 +606,7 @@ def add_routes(app, model) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     async def page():
         return FileResponse(os.path.join(WEB_FOLDER, "index.html"))
@@ -624,7 +625,19 @@ def add_routes(app, model) -> None:
     app.add_api_route("/web", lambda: RedirectResponse("/"), methods=["GET"], include_in_schema=False)
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     app.mount("/web", StaticFiles(directory=WEB_FOLDER), name="web")
+    async def client_error(request: Request, error: Exception):
+        """A `ValueError` while KServe decodes a request (e.g. binary data that do not fit the declared shape)."""
+        return JSONResponse({"error": f"the request does not fit its declared inputs ({str(error)[:300]})."},
+                            status_code=400)
+
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """FastAPI's own refusals (an unparsable body, an unknown path) in this server's `{"error": ...}` form."""
+        return JSONResponse({"error": str(error.detail)[:300]}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(ValueError, client_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,

@@ -194,8 +194,9 @@ def _numpy_scalar(dtype, data=None):
 
 def _numpy_dtype(spec, align=False, copy=False):
     """`numpy.dtype(spec)` for a type code of a plain number (`'f8'`, `'i4'`, ...) only."""
-    if not isinstance(spec, str) or len(spec) > 4:
-        raise pickle.UnpicklingError(f"numpy dtype {spec!r:.40}: only plain numeric type codes are allowed")
+    if not isinstance(spec, str) or len(spec) > 4:  # described by its type: a hostile value's text can be huge
+        raise pickle.UnpicklingError(f"a numpy dtype from a {type(spec).__name__}: only plain numeric type codes "
+                                     "are allowed")
     try:
         dtype = np.dtype(spec)
     except TypeError:
@@ -280,8 +281,11 @@ class _AllowListUnpickler(pickle._Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], StorageType)):
-            raise ValueError(f"{self.source}: unexpected persistent id {pid!r:.80}; not a torch tensor storage.")
-        kind, key, numel = pid[1], str(pid[2]), int(pid[4])
+            raise ValueError(f"{self.source}: unexpected persistent id (a {type(pid).__name__}); not a torch tensor "
+                             "storage.")
+        if not isinstance(pid[2], (str, int)) or len(str(pid[2])) > 64 or not isinstance(pid[4], int):
+            raise ValueError(f"{self.source}: a storage whose key or size is not a short name and a number.")
+        kind, key, numel = pid[1], str(pid[2]), pid[4]
         if len(pid) > 5 and pid[5] is not None:
             raise ValueError(f"{self.source}: storage views (legacy files of torch < 0.4) are not supported.")
         if key not in self.storages:
@@ -328,10 +332,6 @@ def _load_zip(path: str):
         if len(pickles) != 1:
             raise ValueError(f"{path}: a zip file without one data.pkl; not a torch checkpoint.")
         prefix = pickles[0][: -len("data.pkl")]
-        byteorder = prefix + "byteorder"
-        if byteorder in names and archive.read(byteorder).decode().strip() != "little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported.")
-
         budget, inflated = _budget(path), [0]
 
         def read(name: str) -> bytes:
@@ -352,6 +352,9 @@ def _load_zip(path: str):
                                  f"{numel} elements")
             return np.frombuffer(read(name), kind.dtype, count=numel)
 
+        byteorder = prefix + "byteorder"
+        if byteorder in names and read(byteorder).decode(errors="replace").strip() != "little":
+            raise ValueError(f"{path}: big-endian checkpoints are not supported.")
         data = read(pickles[0])
         return _materialize(_AllowListUnpickler(io.BytesIO(data), path, load_storage).load(), budget)
 
@@ -387,7 +390,8 @@ def _load_legacy(f, path: str):
     unpickler = _AllowListUnpickler(f, path, load_storage)
     result = unpickler.load()
     keys = plain()
-    if not isinstance(keys, list) or set(map(str, keys)) != set(pending):
+    if not isinstance(keys, list) or len(keys) != len(pending) or not all(
+            isinstance(key, (str, int)) and len(str(key)) <= 64 for key in keys) or set(map(str, keys)) != set(pending):
         raise ValueError(f"{path}: the storage list does not match the tensors of the checkpoint.")
     for key in keys:
         kind, numel, array = pending[str(key)]

@@ -191,3 +191,21 @@ def test_text_from_the_file_cannot_drive_the_terminal():
 
     assert printable("hg\x1b[2J\x1b[31m") == "hg\\x1b[2J\\x1b[31m"
     assert printable("x" * 1000) == "x" * 80 + "..."
+
+
+def test_state_dicts_of_other_shapes_are_one_escaped_line(tmp_path, capsys):
+    from tests.test_torch_files import op_dict, op_int, op_storage, op_tensor, write_zip
+
+    weight = op_tensor(op_storage("0", 1), (), ())
+    storages = {"0": np.ones(1, np.float32).tobytes()}
+    int_key = write_zip(tmp_path / "int_key.pt", b"}(" + b"X\x0a\x00\x00\x00state_dict" + b"}" + op_int(1) + weight
+                        + b"su", storages)
+    zero_d = write_zip(tmp_path / "zero_d.pt", op_dict(state_dict=op_dict(**{"pre.0.conv.weight": weight,
+                                                                               "hgs.0.x": weight})), storages)
+    forged = write_zip(tmp_path / "forged.pt", op_dict(state_dict=op_dict(
+        **{"x\nimport_weights.py: error: forged line\x1b[2J": weight})), storages)
+    for path, words in ((int_key, "a state_dict key is a int"), (zero_d, "a weight of at least 1 dimensions"),
+                        (forged, "not a princeton-vl or pytorch-pose")):
+        line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / "out")], capsys)
+        assert words in line and "\x1b" not in line, line
+    assert not (tmp_path / "out").exists()

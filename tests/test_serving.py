@@ -332,6 +332,19 @@ def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server,
     status, answer = server.infer([tensor("images", photo[3][:1]), tensor("center", [[1e30, 0]]),
                                    tensor("scale", [1e30])])
     assert status == 400 and "near the image" in answer["error"], answer
+    # the binary extension with data that do not fit the declared shape; JSON nested too deep for the parser
+    png = png_header_only_file(32, 32)
+    header = json.dumps({"inputs": [{"name": "images", "shape": [5], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(png) + 4}}]}).encode()
+    status, answer = raw_request(server, "POST", infer, {**local, "content-type": "application/octet-stream",
+                                                         "inference-header-content-length": str(len(header))},
+                                 header + struct.pack("<I", len(png)) + png)
+    assert status == 400 and json.loads(answer)["error"], answer
+    status, answer = raw_request(server, "POST", infer, {**local, "content-type": "application/json"},
+                                 b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+    assert 400 <= status < 500 and json.loads(answer)["error"], (status, answer[:300])
+    status, answer = raw_request(server, "GET", "/no/such/page", local)
+    assert status == 404 and json.loads(answer)["error"], answer
     assert request(f"{server.url}{infer}", good)[0] == 200  # still loaded, still serving
 
 

@@ -199,3 +199,28 @@ def test_a_legacy_file_cannot_declare_more_than_it_holds(tmp_path):
         path = tmp_path / f"legacy{numel}.pt"
         path.write_bytes(data + b"\x80\x02" + body + b"." + pickle.dumps(["0"], protocol=2))
         refused(path, "declares .* elements, more than the file's")
+
+
+def laughs(levels: int = 40) -> bytes:
+    """A list holding the previous list twice, `levels` times over, through the memo: tiny, exponential as text."""
+    return (b"]q\x000" + b"".join(b"(h" + bytes([i]) + b"h" + bytes([i]) + b"lq" + bytes([i + 1]) + b"0"
+                                  for i in range(levels)) + b"h" + bytes([levels]))
+
+
+@pytest.mark.parametrize("name, body, storages, match", [
+    ("dtype", op_global("numpy", "dtype") + b"(" + laughs() + b"tR", {}, "a numpy dtype from a list"),
+    ("pid", laughs() + b"Q", {}, r"unexpected persistent id \(a list\)"),
+    ("key", op_tuple(op_str("storage"), op_global("torch", "FloatStorage"), laughs(), op_str("cpu"), op_int(4))
+     + b"Q", {}, "not a short name and a number"),
+])
+def test_hostile_values_are_never_turned_into_text(tmp_path, name, body, storages, match):
+    path = write_zip(tmp_path / f"{name}.pt", op_dict(x=body), storages)
+    assert peak_mib_of(lambda: refused(path, match)) < 50
+
+
+def test_the_byteorder_entry_is_budgeted_too(tmp_path):
+    path = tmp_path / "byteorder.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}.")
+        archive.writestr("archive/byteorder", b"little" + bytes(2**26))
+    assert peak_mib_of(lambda: refused(path, "inflate to more than")) < 50

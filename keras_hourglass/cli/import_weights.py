@@ -21,6 +21,7 @@ then only an earlier import's folder is replaced.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from keras_hourglass.cli import quiet_tensorflow, run_command, step
@@ -57,6 +58,22 @@ def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_errors(path: str):
+    """Whatever a file read from anywhere makes the reader raise becomes one `ValueError` naming the file.
+
+    The reader raises `ValueError`s with messages of its own for what it knows; any other exception is a
+    file it did not foresee, which is still the file's fault and still gets one line, not a traceback.
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(printable(error, 600)) from None
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
+                         f"{printable(error, 200)}).") from None
+
+
 def printable(value, limit: int = 80) -> str:
     """A value read from the file, as text safe for a terminal: control characters escaped, at most `limit` long."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
@@ -89,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     if os.path.exists(output) and not args.overwrite:
         raise ValueError(f"{args.output} exists (an earlier import); add --overwrite to replace it, or choose "
                          "another --output.")
-    with step(f"reading {args.checkpoint}"):
+    with step(f"reading {args.checkpoint}"), one_line_errors(args.checkpoint):
         checkpoint = read_checkpoint(args.checkpoint, args.format)
     divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more
     if args.image_size < divisor or args.image_size % divisor:
@@ -104,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
         quiet_tensorflow()
     with step(f"building the {checkpoint.num_stacks}-stack network"):
         model = checkpoint.build_network(size)
-    with step("loading the weights"):
+    with step("loading the weights"), one_line_errors(args.checkpoint):
         checkpoint.load_into(model)
     for group, tensors, parameters in checkpoint.mapped_groups:
         print(f"  {group:<28} {tensors:>4} tensors {parameters:>11,} values")
