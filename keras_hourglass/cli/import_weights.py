@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 
 from keras_hourglass.cli import quiet_tensorflow, run_command, step
 from keras_hourglass.fileio import partial_directory, replace_directory, write_json
@@ -136,23 +137,27 @@ def run(args: argparse.Namespace) -> dict:
     from keras_hourglass.tflite import convert_saved_model
 
     temporary = partial_directory(output)
-    print(f"writing {temporary}/ (renamed to {args.output} when complete)", flush=True)
-    with step("  model.keras"):
-        model.save(os.path.join(temporary, "model.keras"))
-    codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
-    with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
-        saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
-                                         args.flip_test and spec.flip_index is not None, spec.limbs)
-    if args.tflite:
-        with step("  model.tflite (float32)"):
-            convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
-    report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
-              "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
-              "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,
-              "stem_filters": list(checkpoint.stem_filters), "input_mean": checkpoint.input_mean,
-              "image_size": list(size), "parameters": model.count_params(), **checkpoint.info}
-    write_json(os.path.join(temporary, REPORT_FILE), report)
-    replace_directory(temporary, output)
+    try:
+        print(f"writing {temporary}/ (renamed to {args.output} when complete)", flush=True)
+        with step("  model.keras"):
+            model.save(os.path.join(temporary, "model.keras"))
+        codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
+        with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
+            saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
+                                             args.flip_test and spec.flip_index is not None, spec.limbs)
+        if args.tflite:
+            with step("  model.tflite (float32)"):
+                convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
+        report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
+                  "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
+                  "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,
+                  "stem_filters": list(checkpoint.stem_filters), "input_mean": checkpoint.input_mean,
+                  "image_size": list(size), "parameters": model.count_params(), **checkpoint.info}
+        write_json(os.path.join(temporary, REPORT_FILE), report)
+        replace_directory(temporary, output)
+    except BaseException:  # a failed or interrupted import leaves nothing behind
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     print(f"{model.count_params():,} parameters -> {args.output}: model.keras, saved_model/"
           + (", model.tflite" if args.tflite else ""))
     return report
