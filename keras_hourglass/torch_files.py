@@ -266,9 +266,27 @@ class _AllowListUnpickler(pickle._Unpickler):
         raise pickle.UnpicklingError(f"setting the state of a {type(target).__name__}, which a checkpoint does "
                                      "not do")
 
+    def _check_keys(self, keys):
+        """Dict keys are names and numbers: a tuple key would be hashed, which walks every element of a
+        tuple that holds itself through the memo, 2^40 of them in a few hundred bytes."""
+        for key in keys:
+            if not isinstance(key, (str, bytes, int, float, bool, type(None))):
+                raise pickle.UnpicklingError(f"a dict key that is a {type(key).__name__}; checkpoint keys are names "
+                                             "and numbers")
+
+    def load_setitem(self):
+        self._check_keys(self.stack[-2:-1])
+        pickle._Unpickler.load_setitem(self)
+
+    def load_setitems(self):
+        self._check_keys(self.stack[0::2])  # the pure-Python unpickler's stack holds what follows the MARK
+        pickle._Unpickler.load_setitems(self)
+
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.BUILD[0]] = load_build
-    for _opcode in ("NEWOBJ", "NEWOBJ_EX", "INST", "OBJ"):
+    for _opcode in ("NEWOBJ", "NEWOBJ_EX", "INST", "OBJ", "EMPTY_SET", "ADDITEMS", "FROZENSET"):
         dispatch[getattr(pickle, _opcode)[0]] = _refuse(_opcode)
     del _opcode
 

@@ -2,6 +2,7 @@
 
 import pickle
 import struct
+import time
 import zipfile
 
 import numpy as np
@@ -224,3 +225,15 @@ def test_the_byteorder_entry_is_budgeted_too(tmp_path):
         archive.writestr("archive/data.pkl", b"\x80\x02}.")
         archive.writestr("archive/byteorder", b"little" + bytes(2**26))
     assert peak_mib_of(lambda: refused(path, "inflate to more than")) < 50
+
+
+def test_a_key_that_would_be_hashed_forever_is_refused(tmp_path):
+    # a tuple holding the previous tuple twice, 40 times over: hashing it as a dict key walks 2^40 elements
+    nested = (b"X\x01\x00\x00\x00x\x85q\x000" + b"".join(b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q"
+                                                           + bytes([i + 1]) + b"0" for i in range(40)) + b"h\x28")
+    for name, body in (("setitem", b"}" + nested + op_int(1) + b"s"), ("setitems", b"}(" + nested + op_int(1) + b"u"),
+                       ("frozenset", b"(" + op_str("x") + b"\x91")):
+        path = write_zip(tmp_path / f"{name}.pt", op_dict(x=body), {})
+        started = time.monotonic()
+        refused(path, "a dict key that is a tuple|FROZENSET")
+        assert time.monotonic() - started < 5
