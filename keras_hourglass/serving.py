@@ -290,7 +290,7 @@ class PoseServingModel:
         if count > MAX_IMAGES:
             raise BadRequest(f"{field} holds {count} images; at most {MAX_IMAGES} are accepted in one request.")
 
-    def parse_v1(self, body, budget: dict | None = None) -> PoseRequest:
+    def parse_v1(self, body, budget: dict) -> PoseRequest:
         if isinstance(body, (bytes, str)):  # sent without a JSON content type, as `curl -d` does
             try:
                 body = json.loads(body)
@@ -323,14 +323,13 @@ class PoseServingModel:
             if not isinstance(columns["images"], list) or not columns["images"]:
                 raise BadRequest("inputs.images must be a non-empty list of images.")
         self.check_count(len(columns["images"]), "instances" if "instances" in body else "inputs.images")
-        budget = {"pixels": MAX_PIXELS} if budget is None else budget
         images = [self.image_value(image, f"instances[{i}]" if "instances" in body else f"inputs.images[{i}]",
                                    budget) for i, image in enumerate(columns["images"])]
         images = [self.decoded(image, budget) for image in images]  # once every file's size is known to fit
         extra = check_extra(signature, {n: columns[n] for n in names[1:]}, len(images))
         return PoseRequest(signature, images, extra, outputs)
 
-    def parse_v2(self, request, budget: dict | None = None) -> PoseRequest:
+    def parse_v2(self, request, budget: dict) -> PoseRequest:
         inputs = {}
         for tensor in request.inputs:
             if tensor.name in inputs:
@@ -350,7 +349,6 @@ class PoseServingModel:
             if files.ndim != 1 or not files.size:
                 raise BadRequest(f"BYTES images must have shape [N] (N >= 1), one file each; got {list(files.shape)}.")
             self.check_count(len(files), "images")
-            budget = {"pixels": MAX_PIXELS} if budget is None else budget
             images = [self.encoded_photo(data, f"images[{i}]", budget) for i, data in enumerate(files)]
             images = [self.decoded(image, budget) for image in images]  # once every file's size is known to fit
         elif images.datatype == "UINT8":
