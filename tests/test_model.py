@@ -134,7 +134,7 @@ def test_variants():
         (dict(filters=7), "filters must be a positive even integer"),
         (dict(filters=-8), "filters must be a positive even integer"),
         (dict(depth=0), "depth must be a positive integer"),
-        (dict(image_size=(60, 64)), r"divisible by 2\^\(depth \+ 2\) = 16 for depth=2.*image_size=\(64, 64\)"),
+        (dict(image_size=(60, 64), depth=2), r"divisible by 2\^\(depth \+ 2\) = 16 for depth=2.*image_size=\(64, 64\)"),
         (dict(image_size=64), r"image_size must be \(height, width\)"),
         (dict(image_size=(64, 64, 3)), r"image_size must be \(height, width\)"),
         (dict(stem_filters=(8, 9)), "stem_filters must be a positive even integer"),

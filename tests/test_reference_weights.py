@@ -130,9 +130,17 @@ def test_the_command_writes_keras_saved_model_and_tflite_that_agree(tmp_path, sh
     from keras_hourglass.joints import MPII
     from keras_hourglass.pose_model import load_pose_model
 
+    # A folder that an import did not write is never replaced; an earlier import is, when asked, and only then.
     output = tmp_path / "imported"
-    assert import_weights.main([str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output),
-                                "--image-size", "64"]) == 0
+    output.mkdir()
+    argv = [str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output), "--image-size", "64"]
+    assert "was not written by an import" in one_line_error(import_weights.main, [*argv, "--overwrite"], capsys)
+    (output / "import.json").write_text("{}")  # as an earlier import leaves it (with its files)
+    (output / "model.keras").write_text("an earlier import's model")
+    assert "add --overwrite to replace it" in one_line_error(import_weights.main, argv, capsys)
+    assert (output / "model.keras").read_text() == "an earlier import's model"
+    assert import_weights.main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["import.json", "model.keras", "model.tflite", "saved_model"]
     printed = capsys.readouterr().out
     assert "princeton-vl checkpoint, 2 stacks, 16 joints (mpii)" in printed and "epoch 37" in printed
     assert "stack1 hourglass" in printed and "skipped" in printed
@@ -150,12 +158,6 @@ def test_the_command_writes_keras_saved_model_and_tflite_that_agree(tmp_path, sh
                                    atol=1e-5 * np.abs(expected).max(), err_msg=kind)
     assert predict.main(["--model", str(output / "saved_model"), "--input", str(image_path),
                          "--output", str(tmp_path / "predicted"), "--no-overlays"]) == 0
-    # A second import into the same folder is refused unless asked to replace the first, and changes nothing.
-    again = [str(REFERENCE / "pv_s2_d32_j16_legacy.pt"), "--output", str(output), "--image-size", "64", "--no-tflite"]
-    assert "add --overwrite to replace it" in one_line_error(import_weights.main, again, capsys)
-    assert (output / "model.tflite").is_file()
-    assert import_weights.main([*again, "--overwrite"]) == 0
-    assert sorted(p.name for p in output.iterdir()) == ["import.json", "model.keras", "saved_model"]
 
 
 def test_hostile_or_damaged_weights_are_one_line_and_leave_nothing(tmp_path, capsys):

@@ -26,25 +26,21 @@ def read_log(run):
         return list(csv.DictReader(f))
 
 
-def test_a_few_steps_end_to_end(synthetic_dir, tmp_path, capsys):
+def test_a_wrong_path_fails_before_writing_anything(tmp_path, capsys):
     run = str(tmp_path / "run")
-    argv = [*TINY_ARGS, "--output", run, "--epochs", "2", "--steps-per-epoch", "2", "--eval-every", "1",
-            "--no-flip-test"]
-    # A first attempt with a wrong path fails before writing anything...
-    one_line_error(train.main, [*argv, "--data-dir", str(tmp_path / "nowhere"), "--train-annotations",
-                                str(tmp_path / "nowhere.h5")], capsys)
+    one_line_error(train.main, [*TINY_ARGS, "--output", run, "--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
+                                "--train-annotations", str(tmp_path / "nowhere.h5")], capsys)
     assert not os.path.exists(run)
-    # ...and a configuration left by a run that never completed an epoch does not block the corrected one.
-    os.makedirs(run)
-    with open(os.path.join(run, "config.json"), "w") as f:
-        json.dump({"preset": "synthetic-small", "epochs": 99}, f)
-    code = train.main([*argv, "--data-dir", synthetic_dir])
-    assert code == 0
+
+
+def test_a_few_steps_end_to_end(tiny_run):
+    run, printed = tiny_run
+    # The configuration left by a run that never completed an epoch did not block this one (`LEFT_CONFIG`).
     config = json.loads(open(os.path.join(run, "config.json")).read())
     assert config["preset"] == "synthetic-small" and config["filters"] == 8 and config["epochs"] == 2
     rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    for column in ("loss", "heatmaps_stack0_loss", "heatmaps_stack1_loss", "val_pckh", "val_pckh_wrist"):
+    for column in ("loss", "val_pckh", "val_pckh_wrist"):
         assert column in rows[0], column
     for path in ("checkpoints/best/saved_model.pb", "checkpoints/last/saved_model.pb", "resume/epoch-0002",
                  "eval/metrics.json", "eval/predictions.h5", "eval/pck_curve.png", "eval/predictions.png",
@@ -59,14 +55,18 @@ def test_a_few_steps_end_to_end(synthetic_dir, tmp_path, capsys):
     assert summary["mean"] == pytest.approx(json.loads(open(os.path.join(run, "eval/metrics.json")).read())["mean"],
                                             abs=0.01)
     assert os.listdir(os.path.join(run, "tensorboard"))
+    assert "wrote " + os.path.join(run, "model.tflite") in printed
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_continues_from_the_saved_epoch(synthetic_dir, tmp_path):
+def test_resume_after_kill_9_continues_from_the_saved_epoch(synthetic_dir, tmp_path, capsys):
+    """A run killed after its first epoch; the same command resumes it (here in-process: the kill is what needs
+    the process boundary)."""
     run = str(tmp_path / "run")
-    command = [sys.executable, "train.py", *TINY_ARGS, "--data-dir", synthetic_dir, "--output", run,
-               "--epochs", "3", "--steps-per-epoch", "2", "--no-flip-test", "--no-evaluate", "--no-export-tflite"]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [*TINY_ARGS, "--data-dir", synthetic_dir, "--output", run, "--epochs", "3",
+            "--steps-per-epoch", "2", "--no-flip-test", "--no-evaluate", "--no-export-tflite"]
+    first = subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not os.path.isdir(os.path.join(run, "resume", "epoch-0001")):
         assert first.poll() is None, "training ended before it could be killed"
@@ -77,9 +77,8 @@ def test_resume_after_kill_9_continues_from_the_saved_epoch(synthetic_dir, tmp_p
     # The kill may land while the next epoch's checkpoint is half-written (epoch-0002.partial).
     complete = sorted(p for p in os.listdir(os.path.join(run, "resume")) if not p.endswith(".partial"))
     assert complete and complete[-1] in ("epoch-0001", "epoch-0002"), complete
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert f"resuming {run} from {run}/resume/{complete[-1]}" in second.stdout
+    assert train.main(argv) == 0
+    assert f"resuming {run} from {run}/resume/{complete[-1]}" in capsys.readouterr().out
     assert [r["epoch"] for r in read_log(run)] == ["0", "1", "2"]
     assert sorted(os.listdir(os.path.join(run, "resume"))) == ["epoch-0003"]
 
@@ -127,18 +126,22 @@ def test_a_model_with_other_keypoints_is_refused_by_evaluate(synthetic_dir, tmp_
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_dir, tmp_path):
+    """Two replicas of a 2-stack model: each stack's loss is logged, summed over the replicas."""
     run = str(tmp_path / "run")
     script = (
         "import sys, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "import train\n"
-        f"sys.exit(train.main({[*TINY_ARGS, '--data-dir', synthetic_dir, '--output', run, '--epochs', '1', '--steps-per-epoch', '2', '--strategy', 'mirrored', '--no-flip-test', '--no-export-tflite', '--no-evaluate']!r}))\n"
+        f"sys.exit(train.main({[*TINY_ARGS, '--stacks', '2', '--data-dir', synthetic_dir, '--output', run, '--epochs', '1', '--steps-per-epoch', '2', '--strategy', 'mirrored', '--no-flip-test', '--no-export-tflite', '--no-evaluate']!r}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy, 2 replica(s)" in result.stdout
     assert os.path.isfile(os.path.join(run, "checkpoints", "best", "saved_model.pb"))
+    (row,) = read_log(run)
+    stacks = [float(row["heatmaps_stack0_loss"]), float(row["heatmaps_stack1_loss"])]
+    assert min(stacks) > 0 and float(row["loss"]) == pytest.approx(sum(stacks), rel=1e-5), row
 
 
 @pytest.mark.slow
@@ -151,15 +154,15 @@ def test_loss_goes_down_and_pck_goes_up(synthetic_dir, tmp_path):
         for key in source:
             target[key] = source[key][:8]
     run = str(tmp_path / "run")
-    code = train.main(["--filters", "32", "--depth", "2", "--stem-filters", "16,32", "--image-size", "64",
+    code = train.main(["--stacks", "1", "--filters", "32", "--depth", "2", "--stem-filters", "16,32", "--image-size", "64",
                        "--batch-size", "8", "--output", run, "--no-augment", "--train-annotations", small,
                        "--valid-annotations", small, "--image-dir", os.path.join(synthetic_dir, "images"),
-                       "--epochs", "8", "--steps-per-epoch", "10", "--eval-every", "2", "--no-flip-test",
+                       "--epochs", "8", "--steps-per-epoch", "10", "--eval-every", "4", "--no-flip-test",
                        "--no-evaluate", "--no-export-tflite"])
     assert code == 0
     rows = read_log(run)
     loss = [float(r["loss"]) for r in rows]
     pckh = [float(r["val_pckh"]) for r in rows if not math.isnan(float(r["val_pckh"]))]
-    assert len(loss) == 8 and len(pckh) == 4
+    assert len(loss) == 8 and len(pckh) == 2
     assert loss[-1] < 0.2 * loss[0], loss
-    assert pckh[-1] > pckh[0] + 10, pckh  # measured: 0.9 -> 26.8
+    assert pckh[-1] > pckh[0] + 10, pckh  # measured: 3.6 -> 21.4
