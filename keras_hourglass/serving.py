@@ -60,6 +60,7 @@ MAX_PIXELS = 64 * 2**20  # decoded pixels in one request, summed over its images
 WORKERS = 2  # threads that decode and run the model; requests beyond them wait in the queue
 MAX_QUEUED = 16  # requests running or waiting; beyond it a request is answered 503 at once
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+HEADER_TIMEOUT = 10  # seconds a connection has to send a request's headers (`header_timeout_protocol`)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # What a prediction POST may carry: a cross-site page can send only form and text/plain bodies without asking
 # first (a CORS preflight, which this server never answers with CORS headers), so those are refused.
@@ -89,6 +90,10 @@ class EncodedImage:
 
     data: bytes
     field: str
+
+
+class Abandoned(Exception):
+    """The request was answered 504 while its work ran: the work stops (see `PoseServingModel.predict`)."""
 
 
 class BadRequest(ValueError):
@@ -271,7 +276,7 @@ class PoseServingModel:
         if not isinstance(image, EncodedImage):
             return image
         if budget.get("cancelled") is not None and budget["cancelled"].is_set():
-            raise BadRequest("the request was abandoned")
+            raise Abandoned(f"before decoding {image.field}")
         pixels, problem = decode_photo(image.data, image.field, quiet=False)  # quiet would redirect every thread's stderr
         if problem:
             raise BadRequest(problem + ".")
@@ -400,7 +405,7 @@ class PoseServingModel:
         results = []
         for images, extra in batches:
             if cancelled is not None and cancelled.is_set():
-                raise BadRequest("the request was abandoned")
+                raise Abandoned(f"after {len(results)} of {len(batches)} model calls")
             try:
                 outputs = function(images=tf.constant(np.asarray(images, np.uint8)),
                                    **{k: tf.constant(v) for k, v in extra.items()})
@@ -422,8 +427,12 @@ class PoseServingModel:
 
         def work():
             budget = {"pixels": MAX_PIXELS, "cancelled": cancelled}
-            request = self.parse_v2(payload, budget) if v2 else self.parse_v1(payload, budget)
-            return request, self.run(request, cancelled)
+            try:
+                request = self.parse_v2(payload, budget) if v2 else self.parse_v1(payload, budget)
+                return request, self.run(request, cancelled)
+            except Abandoned as error:  # nobody awaits this any more: the log is where it is told
+                logging.getLogger("kserve").warning(f"a request answered 504 stopped its work {error}")
+                raise
 
         try:
             request, outputs = await asyncio.get_running_loop().run_in_executor(self.workers, work)
@@ -587,6 +596,45 @@ class RequestGuard:
         return await self.app(scope, receive, send)
 
 
+def header_timeout_protocol(protocol_class, seconds: float = HEADER_TIMEOUT):
+    """Uvicorn's HTTP protocol class, closing connections that take over `seconds` to send a request's headers.
+
+    Uvicorn waits for ever for the headers of a connection's request (it times out only idle keep-alive
+    connections), so connections that send a header line now and then ("slowloris") would pile up until the
+    process runs out of file descriptors. The clock starts when the connection opens and again after each
+    answer; a connection whose next request has not begun by then, and that is not being answered, is closed.
+    A request whose headers have arrived is bounded by the request timeout instead (`LimitsMiddleware`).
+    """
+
+    class HeaderTimeout(protocol_class):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_timer()
+
+        def _arm_header_timer(self):
+            waiting_after = self.cycle  # a new request replaces the cycle once its headers are in
+
+            def expire():
+                between_requests = waiting_after is None or waiting_after.response_complete
+                if self.cycle is waiting_after and between_requests and not self.transport.is_closing():
+                    self.transport.close()
+
+            self._header_timer = self.loop.call_later(seconds, expire)
+
+        def connection_lost(self, exc):
+            if getattr(self, "_header_timer", None) is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    HeaderTimeout.__name__ = HeaderTimeout.__qualname__ = f"HeaderTimeout{protocol_class.__name__}"
+    return HeaderTimeout
+
+
 def host_name(host: str) -> str:
     """The name in a `Host` header or an address, without the port or IPv6 brackets, lower case."""
     host = host.strip().lower()
@@ -638,6 +686,16 @@ def add_routes(app, model) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
+def uvicorn_protocol_class(http):
+    """The protocol class that uvicorn's `Config(http=...)` names (a class, or a name such as "auto")."""
+    if not isinstance(http, str):
+        return http
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    return import_from_string(HTTP_PROTOCOLS.get(http, http))
+
+
 def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float = REQUEST_TIMEOUT,
           on_ready=None, allowed_hosts=(), allow_model_control: bool = False) -> None:
@@ -655,7 +713,9 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         def setup_event_loop(self):  # called after the servers are made, before they start
             super().setup_event_loop()
             self._rest_server.config.host = host  # KServe binds 0.0.0.0 otherwise
-            self._rest_server.config.timeout_keep_alive = KEEP_ALIVE  # KServe keeps idle connections 65 s
+            config = self._rest_server.config
+            config.timeout_keep_alive = KEEP_ALIVE  # KServe keeps idle connections 65 s
+            config.http = header_timeout_protocol(uvicorn_protocol_class(config.http))
 
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
                          enable_docs_url=False, enable_latency_logging=False, workers=1,

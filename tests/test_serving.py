@@ -520,3 +520,87 @@ def test_without_the_serve_extra_serve_names_it(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kserve" else real(name, *a))
     line = one_line_error(serve.main, [str(KERAS_MODEL)], capsys)
     assert "the server needs kserve" in line and "pip install 'keras-hourglass[serve]'" in line
+
+
+def test_work_stops_at_the_next_image_once_its_request_is_answered_504(tiny_saved_model, caplog):
+    """In process, with the real model: the request is abandoned (as `LimitsMiddleware` does at its timeout) while
+    its first image runs; the second image never runs, and the log says so."""
+    import asyncio
+    import logging
+
+    from keras_hourglass.serving import pose_serving_model
+
+    model = pose_serving_model("hourglass", tiny_saved_model[2])
+    model.load()
+    network, calls, running, release = model.signatures["serving_default"], [], threading.Event(), threading.Event()
+
+    def first_call_waits(**inputs):
+        calls.append(inputs["images"].shape)
+        running.set()
+        release.wait(30)
+        return network(**inputs)
+
+    model.signatures["serving_default"] = first_call_waits
+    # images of two sizes: one model call each
+    payload = {"instances": [np.zeros((40, 30, 3), np.uint8).tolist(), np.zeros((30, 40, 3), np.uint8).tolist()]}
+
+    async def abandon():
+        task = asyncio.ensure_future(model.predict(payload))
+        await asyncio.get_running_loop().run_in_executor(None, running.wait, 30)
+        task.cancel()  # the 504
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="kserve"):
+        asyncio.run(abandon())
+        model.workers.shutdown(wait=True)  # the abandoned work has ended
+    assert calls == [(1, 40, 30, 3)]
+    assert "a request answered 504 stopped its work after 1 of 2 model calls" in caplog.text
+
+
+def test_a_full_queue_answers_503_and_slow_headers_are_cut_off(server, photo):
+    """`MAX_QUEUED` requests whose bodies never come hold the queue: the next prediction is answered 503 at once,
+    health checks still 200. Connections that send no headers, or a header line now and then, are closed
+    `HEADER_TIMEOUT` s after they open."""
+    from keras_hourglass.serving import HEADER_TIMEOUT, MAX_QUEUED
+
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    trickling = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    opened = time.monotonic()
+    stalled = []
+    try:
+        for _ in range(MAX_QUEUED):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+            connection.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+            stalled.append(connection)
+        time.sleep(0.5)  # the server has read their headers
+        status, answer = server.infer([tensor("images", photo[3])])
+        assert status == 503 and f"{MAX_QUEUED} requests are running or waiting" in answer["error"], answer
+        assert request(f"{server.url}/v2/health/ready", method="GET")[0] == 200
+    finally:
+        for connection in stalled:
+            connection.close()
+    trickling.sendall(b"GET /v2/health/ready HTTP/1.1\r\n")
+    closed = {}
+    while len(closed) < 2 and time.monotonic() - opened < HEADER_TIMEOUT + 20:
+        for name, connection in (("silent", silent), ("trickling", trickling)):
+            if name in closed:
+                continue
+            try:
+                if name == "trickling":
+                    connection.sendall(b"x-slow: 1\r\n")
+                connection.settimeout(0.5)
+                if connection.recv(1) == b"":
+                    closed[name] = time.monotonic() - opened
+            except socket.timeout:
+                pass
+            except OSError:  # reset while sending
+                closed[name] = time.monotonic() - opened
+    silent.close()
+    trickling.close()
+    assert set(closed) == {"silent", "trickling"}, closed
+    assert all(HEADER_TIMEOUT - 1 < seconds < HEADER_TIMEOUT + 10 for seconds in closed.values()), closed
+    assert server.infer([tensor("images", photo[3])])[0] == 200
