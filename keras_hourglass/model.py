@@ -24,6 +24,24 @@ Architecture, following the paper and its reference Torch code
   between stacks the next input is `input + conv1x1(features) +
   conv1x1(heatmaps)`.
 
+The multi-person model of Associative Embedding (Newell, Huang and Deng,
+NIPS 2017; princeton-vl/pose-ae-train's `models/posenet.py`) is the same
+network with other blocks, built by the same function with `block="conv"`,
+`width_increase=128` and `batch_norm=False` (`VARIANTS["associative_embedding"]`):
+
+* conv block: conv3x3 (with bias) -> ReLU [-> BN, after the ReLU as in the
+  reference's `Conv`, when `batch_norm`], in place of every residual;
+* stem: conv7x7/2 -> ReLU -> conv 128 -> max-pool 2 -> conv 128 -> conv
+  `filters` (the reference's `pre`, no BatchNorm);
+* hourglass: each level down widens by `width_increase` (256, 384, 512, 640,
+  768 at depth 4), and the block that comes back up narrows to the level's
+  width again (the reference's `low3`, never with BatchNorm). The reference
+  passes its `increase` to the outermost level only, the inner ones taking
+  their default of 128; for its published model (128) the two agree, and here
+  every level takes `width_increase`;
+* head: two conv blocks (never with BatchNorm), then the 1x1 output; the
+  merges between stacks are the single-person model's.
+
 BatchNorm uses epsilon 1e-5 and momentum 0.9 (PyTorch's momentum 0.1), the
 reference checkpoints' settings.
 
@@ -58,7 +76,11 @@ VARIANTS = {
     "hourglass_2stack": dict(num_stacks=2, filters=256, depth=4, stem_filters=(64, 128), image_size=(256, 256)),
     "hourglass_8stack": dict(num_stacks=8, filters=256, depth=4, stem_filters=(64, 128), image_size=(256, 256)),
     "hourglass_small": dict(num_stacks=2, filters=64, depth=3, stem_filters=(32, 64), image_size=(128, 128)),
+    # pose-ae-train's COCO model: 68 output channels, 17 joint heatmaps then 17 tag maps (and 34 unused).
+    "associative_embedding": dict(num_stacks=4, filters=256, depth=4, stem_filters=(64, 128, 128),
+                                  image_size=(512, 512), block="conv", width_increase=128, batch_norm=False),
 }
+BLOCKS = ("residual", "conv")
 
 
 def _is_positive_int(value) -> bool:
@@ -71,6 +93,17 @@ def _check_even_width(value, argument: str) -> int:
             f"{argument} must be a positive even integer (the bottleneck halves it), got {value!r}."
         )
     return int(value)
+
+
+def _check_blocks(block, width_increase, batch_norm) -> tuple[str, int, bool]:
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {block!r}.")
+    if isinstance(width_increase, bool) or not isinstance(width_increase, numbers.Integral) or width_increase < 0 \
+            or width_increase % 2:
+        raise ValueError(f"width_increase must be a non-negative even integer, got {width_increase!r}.")
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}.")
+    return block, int(width_increase), batch_norm
 
 
 def _check_arguments(num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean):
@@ -121,53 +154,83 @@ def _batch_norm(name):
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
-def residual(x, filters, name):
+class _Blocks:
+    """What a builder's choices (`block`, `batch_norm`) make of each block of the network."""
+
+    def __init__(self, block: str = "residual", batch_norm: bool = True):
+        self.kind, self.batch_norm = block, batch_norm
+
+    def norm(self, x, name):
+        return _batch_norm(name)(x) if self.batch_norm else x
+
+    def conv(self, x, filters, name, kernel_size=3, batch_norm=None):
+        """conv (same padding, bias) -> ReLU [-> BN]: the reference's `Conv` of pose-ae-train."""
+        x = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv")(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+        return self.norm(x, f"{name}_bn") if (self.batch_norm if batch_norm is None else batch_norm) else x
+
+    def block(self, x, filters, name, batch_norm=None):
+        """The network's building block from `x`'s width to `filters`."""
+        if self.kind == "conv":
+            return self.conv(x, filters, name, batch_norm=batch_norm)
+        return residual(x, filters, name, self.batch_norm)
+
+
+def residual(x, filters, name, batch_norm: bool = True):
     """Pre-activation bottleneck residual module.
 
     Args:
         x: `[batch, height, width, in_filters]`.
         filters: output width (even).
         name: layer name prefix, e.g. `"stack0_hourglass_down1_res"`.
+        batch_norm: False leaves out its three BatchNormalization layers.
 
     Returns:
         `[batch, height, width, filters]`.
     """
     in_filters = x.shape[-1]
     half = filters // 2
-    y = _batch_norm(f"{name}_bn1")(x)
+    norm = _Blocks(batch_norm=batch_norm).norm
+    y = norm(x, f"{name}_bn1")
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(half, 1, name=f"{name}_conv1")(y)
-    y = _batch_norm(f"{name}_bn2")(y)
+    y = norm(y, f"{name}_bn2")
     y = layers.ReLU(name=f"{name}_relu2")(y)
     y = layers.Conv2D(half, 3, padding="same", name=f"{name}_conv2")(y)
-    y = _batch_norm(f"{name}_bn3")(y)
+    y = norm(y, f"{name}_bn3")
     y = layers.ReLU(name=f"{name}_relu3")(y)
     y = layers.Conv2D(filters, 1, name=f"{name}_conv3")(y)
     skip = x if in_filters == filters else layers.Conv2D(filters, 1, name=f"{name}_skip")(x)
     return layers.Add(name=f"{name}_add")([skip, y])
 
 
-def hourglass(x, depth, filters, name):
+def hourglass(x, depth, filters, name, blocks: _Blocks | None = None, width_increase: int = 0):
     """One hourglass of `depth` levels, recursively: level `depth` is outermost.
 
     Args:
         x: `[batch, height, width, filters]`, height and width divisible by
             `2**depth`.
         depth: number of levels.
-        filters: width of every residual inside.
+        filters: width of this level (every level's, when `width_increase` is 0).
         name: layer name prefix, e.g. `"stack0_hourglass"`.
+        blocks: the block kind (default: residual modules with BatchNorm).
+        width_increase: each level down is this much wider than the one above.
 
     Returns:
         `[batch, height, width, filters]`.
     """
-    up = residual(x, filters, f"{name}_up{depth}_res")
+    blocks = blocks or _Blocks()
+    suffix = "res" if blocks.kind == "residual" else "block"
+    inner = filters + width_increase
+    up = blocks.block(x, filters, f"{name}_up{depth}_{suffix}")
     low = layers.MaxPooling2D(2, name=f"{name}_down{depth}_pool")(x)
-    low = residual(low, filters, f"{name}_down{depth}_res")
+    low = blocks.block(low, inner, f"{name}_down{depth}_{suffix}")
     if depth > 1:
-        low = hourglass(low, depth - 1, filters, name)
+        low = hourglass(low, depth - 1, inner, name, blocks, width_increase)
     else:
-        low = residual(low, filters, f"{name}_bottom_res")
-    low = residual(low, filters, f"{name}_up{depth}_low_res")
+        low = blocks.block(low, inner, f"{name}_bottom_{suffix}")
+    # The reference's conv hourglass never normalises the block coming back up (its `low3`).
+    low = blocks.block(low, filters, f"{name}_up{depth}_low_{suffix}", batch_norm=False if blocks.kind == "conv" else None)
     low = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up{depth}_upsample")(low)
     return layers.Add(name=f"{name}_up{depth}_add")([up, low])
 
@@ -181,6 +244,9 @@ def build_stacked_hourglass(
     stem_filters: tuple[int, ...] = (64, 128),
     input_mean: tuple[float, float, float] | None = None,
     name: str = "stacked_hourglass",
+    block: str = "residual",
+    width_increase: int = 0,
+    batch_norm: bool = True,
 ) -> keras.Model:
     """Builds an uncompiled Stacked Hourglass Network.
 
@@ -198,6 +264,12 @@ def build_stacked_hourglass(
             model's first layer (`input_normalization`), for weights trained
             on mean-subtracted images; None (the default) adds no layer.
         name: model name.
+        block: `"residual"` (the paper's bottleneck residual modules) or
+            `"conv"` (Associative Embedding's conv3x3-ReLU blocks, also in the
+            stem and the head; see the module docstring).
+        width_increase: extra width of each hourglass level over the level
+            above (128 in Associative Embedding; 0: every level `filters` wide).
+        batch_norm: False leaves out every BatchNormalization layer.
 
     Returns:
         A functional `keras.Model` mapping images `[batch, height, width, 3]`
@@ -211,6 +283,8 @@ def build_stacked_hourglass(
     num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean = _check_arguments(
         num_stacks, num_keypoints, filters, image_size, depth, stem_filters, input_mean
     )
+    block, width_increase, batch_norm = _check_blocks(block, width_increase, batch_norm)
+    blocks = _Blocks(block, batch_norm)
     inputs = keras.Input(shape=(*image_size, INPUT_CHANNELS), name="images")
 
     x = inputs
@@ -219,21 +293,30 @@ def build_stacked_hourglass(
         x = layers.Normalization(mean=input_mean, variance=(1.0,) * INPUT_CHANNELS, name="input_normalization")(x)
     x = layers.ZeroPadding2D(3, name="stem_pad")(x)
     x = layers.Conv2D(stem_filters[0], 7, strides=2, name="stem_conv")(x)
-    x = _batch_norm("stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
-    x = residual(x, stem_filters[1], "stem_res1")
+    if block == "conv":  # the reference's Conv: ReLU, then BN
+        x = layers.ReLU(name="stem_relu")(x)
+        x = blocks.norm(x, "stem_bn")
+    else:
+        x = blocks.norm(x, "stem_bn")
+        x = layers.ReLU(name="stem_relu")(x)
+    suffix = "res" if block == "residual" else "block"
+    x = blocks.block(x, stem_filters[1], f"stem_{suffix}1")
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
-    x = residual(x, stem_filters[2], "stem_res2")
-    x = residual(x, filters, "stem_res3")
+    x = blocks.block(x, stem_filters[2], f"stem_{suffix}2")
+    x = blocks.block(x, filters, f"stem_{suffix}3")
 
     outputs = []
     for stack in range(num_stacks):
         prefix = f"stack{stack}"
-        features = hourglass(x, depth, filters, f"{prefix}_hourglass")
-        features = residual(features, filters, f"{prefix}_head_res")
-        features = layers.Conv2D(filters, 1, name=f"{prefix}_head_conv")(features)
-        features = _batch_norm(f"{prefix}_head_bn")(features)
-        features = layers.ReLU(name=f"{prefix}_head_relu")(features)
+        features = hourglass(x, depth, filters, f"{prefix}_hourglass", blocks, width_increase)
+        if block == "conv":  # two conv blocks, never normalised (pose-ae-train's `features`)
+            features = blocks.conv(features, filters, f"{prefix}_head_block1", batch_norm=False)
+            features = blocks.conv(features, filters, f"{prefix}_head_block2", batch_norm=False)
+        else:
+            features = residual(features, filters, f"{prefix}_head_res", batch_norm)
+            features = layers.Conv2D(filters, 1, name=f"{prefix}_head_conv")(features)
+            features = blocks.norm(features, f"{prefix}_head_bn")
+            features = layers.ReLU(name=f"{prefix}_head_relu")(features)
         # float32 output so that the loss stays exact under mixed precision.
         heatmaps = layers.Conv2D(num_keypoints, 1, dtype="float32", name=f"heatmaps_stack{stack}")(features)
         outputs.append(heatmaps)
