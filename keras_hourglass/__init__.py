@@ -10,6 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AssociativeEmbeddingCodec": "keras_hourglass.codec",
     "HeatmapCodec": "keras_hourglass.codec",
     "flip_keypoints": "keras_hourglass.codec",
     "FLIC": "keras_hourglass.joints",

@@ -332,3 +332,181 @@ def flip_keypoints(keypoints, width: int, flip_index: Sequence[int]):
     keypoints = tf.convert_to_tensor(keypoints, tf.float32)
     mirrored = tf.stack([width - 1.0 - keypoints[..., 0], keypoints[..., 1]], axis=-1)
     return tf.gather(mirrored, np.asarray(flip_index, np.int32), axis=-2)
+
+
+# pose-ae-train's joint order for matching (its `Params.partOrder`): head and arms first, then the hips, then the
+# elbows down and the legs (COCO indices).
+AE_JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+
+
+class AssociativeEmbeddingCodec:
+    """Decodes one image's joint heatmaps and tags into people, as pose-ae-train's `test.py` does.
+
+    Associative Embedding (Newell, Huang and Deng, NIPS 2017) predicts, for
+    each joint, a detection heatmap and a tag map; the joints of one person
+    have similar tags. The decoding, equal to the reference's
+    `utils/group.py` (`HeatmapParser(detection_val=0.1)`) followed by its
+    `test.py` `refine` (checked against fixtures written by that code):
+
+    1. non-maximum suppression: a value survives where it equals the maximum
+       of its 3x3 neighbourhood;
+    2. the `max_people` highest values of each joint are its candidates,
+       those above `detection_threshold` kept;
+    3. joints are taken in `joint_order`. The first joint's candidates each
+       start a person; each next joint's candidates are matched to the people
+       so far by the Hungarian algorithm (`scipy.optimize.linear_sum_assignment`)
+       on the cost `round(d) * 100 - value`, where `d` is the root mean square
+       difference between the candidate's tag and the person's mean tag. A
+       candidate matched with `d < tag_threshold` joins the person; any other
+       starts a new one. Once there are `max_people` people, further joints
+       are skipped (the reference's `ignore_too_much`);
+    4. each joint moves a quarter pixel towards its higher neighbour along x
+       and along y (towards the lower one on a tie; neighbours clamped at
+       the border);
+    5. with `fill_missing` (the reference's second pass), each person's
+       missing joints are taken where `heatmap - round(|tag - mean tag|)`
+       is highest, with the quarter-pixel step, if the heatmap is positive
+       there. Here the tag distance is the Euclidean norm over the tag
+       dimensions, as in the reference's `refine` (step 3 uses the mean),
+       and the quarter-pixel step clamps its neighbours as `refine` does: the
+       column at `H - 1`, the row at `J - 1` (a slip of the reference, kept:
+       the joints found are the reference's).
+
+    Conventions: inputs are one image's `heatmaps [H, W, J]` and `tags
+    [H, W, J]` or `[H, W, J, D]` (D tag values per joint, e.g. 2 with the
+    flip test: the tags of the image and of its mirror image), float, in
+    heatmap pixels. Outputs are in heatmap pixels in this project's
+    pixel-centre convention (see the module docstring); the reference's
+    coordinates are half a pixel larger (pixel corners). Scores are each
+    joint's heatmap value at its candidate (0 for a joint the person lacks);
+    a joint found by the second pass scores the heatmap value where it was
+    found (the reference marks it 1, a flag, and scores people on the first
+    pass only: `person_scores`). People come in the order the reference
+    makes them.
+    """
+
+    def __init__(self, detection_threshold: float = 0.1, tag_threshold: float = 1.0, max_people: int = 30,
+                 joint_order: Sequence[int] = AE_JOINT_ORDER, fill_missing: bool = True):
+        if sorted(joint_order) != list(range(len(joint_order))):
+            raise ValueError(f"joint_order must list each joint index once, got {list(joint_order)}.")
+        if not (isinstance(max_people, numbers.Integral) and max_people > 0):
+            raise ValueError(f"max_people must be a positive integer, got {max_people!r}.")
+        self.detection_threshold, self.tag_threshold = float(detection_threshold), float(tag_threshold)
+        self.max_people, self.joint_order, self.fill_missing = int(max_people), tuple(joint_order), fill_missing
+
+    def _inputs(self, heatmaps, tags) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, tags = np.asarray(heatmaps, np.float32), np.asarray(tags, np.float32)
+        if tags.ndim == 3:
+            tags = tags[..., None]
+        if heatmaps.ndim != 3 or tags.ndim != 4 or tags.shape[:3] != heatmaps.shape:
+            raise ValueError(f"expected heatmaps [H, W, J] and tags [H, W, J] or [H, W, J, D] of the same H, W, J; "
+                             f"got heatmaps {heatmaps.shape} and tags {tags.shape}.")
+        if heatmaps.shape[-1] != len(self.joint_order):
+            raise ValueError(f"the heatmaps have {heatmaps.shape[-1]} joints; joint_order has "
+                             f"{len(self.joint_order)}.")
+        if not (np.isfinite(heatmaps).all() and np.isfinite(tags).all()):
+            raise ValueError("heatmaps and tags must be finite numbers.")
+        return heatmaps.transpose(2, 0, 1), tags.transpose(2, 0, 1, 3)  # joint-major, as the reference
+
+    def candidates(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(values [J, K], flat indices [J, K])`: each joint's `K = max_people` highest maxima, highest first."""
+        from scipy.ndimage import maximum_filter
+
+        peaks = maximum_filter(heatmaps, size=(1, 3, 3), mode="constant", cval=-np.inf)
+        suppressed = np.where(peaks == heatmaps, heatmaps, 0).reshape(len(heatmaps), -1)
+        count = min(self.max_people, suppressed.shape[1])
+        order = np.argsort(-suppressed, axis=1, kind="stable")[:, :count]
+        return np.take_along_axis(suppressed, order, axis=1), order
+
+    def group(self, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
+        """People `[P, J, 3 + D]` (column, row, value, tags) from joint-major maps, before any sub-pixel step."""
+        from scipy.optimize import linear_sum_assignment
+
+        joints, height, width = heatmaps.shape
+        values, indices = self.candidates(heatmaps)
+        flat_tags = tags.reshape(joints, height * width, -1)
+        people: dict = {}  # keyed by the first tag value of the joint that started the person, as the reference
+        person_tags: dict = {}
+        for step, joint in enumerate(self.joint_order):
+            keep = values[joint] > self.detection_threshold
+            index = indices[joint][keep]
+            found = np.concatenate([np.stack([index % width, index // width, values[joint][keep]], 1),
+                                    flat_tags[joint][index]], 1)
+            if step == 0 or not people:
+                for row in found:
+                    self._start(people, person_tags, row, joint, joints)
+                continue
+            keys = list(people)[:self.max_people]
+            if len(keys) == self.max_people or not len(found):
+                continue
+            means = np.array([np.mean(person_tags[key], axis=0) for key in keys])
+            distance = np.sqrt(((found[:, None, 3:] - means[None]) ** 2).mean(axis=2))
+            cost = np.round(distance) * 100 - found[:, 2:3]
+            if cost.shape[0] > cost.shape[1]:  # more candidates than people: the rest start new people
+                cost = np.concatenate([cost, np.full((cost.shape[0], cost.shape[0] - cost.shape[1]), 1e10)], 1)
+            for row, column in zip(*linear_sum_assignment(cost)):
+                if column < len(keys) and distance[row, column] < self.tag_threshold:
+                    people[keys[column]][joint] = found[row]
+                    person_tags[keys[column]].append(found[row, 3:].astype(np.float32))
+                else:
+                    self._start(people, person_tags, found[row], joint, joints)
+        dims = tags.shape[-1]
+        return np.array(list(people.values()), np.float32).reshape(-1, joints, 3 + dims)
+
+    @staticmethod
+    def _start(people: dict, person_tags: dict, row: np.ndarray, joint: int, joints: int) -> None:
+        key = float(row[3])
+        people.setdefault(key, np.zeros((joints, len(row))))[joint] = row
+        person_tags[key] = [row[3:].astype(np.float32)]  # the reference's mean tags are float32
+
+    @staticmethod
+    def _quarter_step(heatmap: np.ndarray, column: int, row: int, last_column: int | None = None,
+                      last_row: int | None = None) -> tuple[float, float]:
+        """The reference's step: a quarter pixel towards the higher neighbour (the lower on a tie), the
+        neighbour's index clamped to `[0, last]` (by default the map's last column and row)."""
+        height, width = heatmap.shape
+        last_column = width - 1 if last_column is None else last_column
+        last_row = height - 1 if last_row is None else last_row
+        dx = 0.25 if heatmap[row, min(column + 1, last_column)] > heatmap[row, max(column - 1, 0)] else -0.25
+        dy = 0.25 if heatmap[min(row + 1, last_row), column] > heatmap[max(row - 1, 0), column] else -0.25
+        return column + dx, row + dy
+
+    def decode_people(self, heatmaps, tags) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(keypoints [P, J, 2], scores [P, J], person_scores [P])`; `decode` without the person scores.
+
+        `person_scores` are the mean of each person's first-pass joint values (0 for the joints it lacks),
+        the reference's score of a person for COCO evaluation.
+        """
+        heatmaps, tags = self._inputs(heatmaps, tags)
+        people = self.group(heatmaps, tags)
+        joints = heatmaps.shape[0]
+        keypoints = np.zeros((len(people), joints, 2), np.float32)
+        scores = people[:, :, 2].copy()
+        for person, found in enumerate(people):
+            for joint in np.flatnonzero(found[:, 2] > 0):
+                keypoints[person, joint] = self._quarter_step(heatmaps[joint], int(found[joint, 0]), int(found[joint, 1]))
+            if self.fill_missing and (found[:, 2] > 0).any():
+                self._fill(heatmaps, tags, found, keypoints[person], scores[person])
+        return keypoints, scores, people[:, :, 2].mean(axis=1) if len(people) else np.zeros(0, np.float32)
+
+    def decode(self, heatmaps, tags) -> tuple[np.ndarray, np.ndarray]:
+        """`(keypoints [P, J, 2] (x, y), scores [P, J])` of every person found in one image; see the class."""
+        keypoints, scores, _ = self.decode_people(heatmaps, tags)
+        return keypoints, scores
+
+    def _fill(self, heatmaps, tags, found, keypoints, scores) -> None:
+        """The reference's second pass (`test.py` `refine`) for one person, in place."""
+        present = np.flatnonzero(found[:, 2] > 0)
+        # The reference reads each found joint's tag at its adjusted position (a pixel corner plus or minus a
+        # quarter), truncated: the same pixel.
+        mean = np.mean([tags[j, int(found[j, 1]), int(found[j, 0])] for j in present], axis=0)
+        for joint in np.flatnonzero(found[:, 2] <= 0):
+            distance = np.sqrt(((tags[joint] - mean) ** 2).sum(axis=-1))
+            row, column = np.unravel_index(np.argmax(heatmaps[joint] - np.round(distance)), distance.shape)
+            value = heatmaps[joint, row, column]
+            if value > 0:
+                # The reference's `refine` clamps the next column at H - 1 and the next row at J - 1 (the
+                # shape of its [J, H, W] array): kept, so that the joints it finds are the reference's.
+                keypoints[joint] = self._quarter_step(heatmaps[joint], column, row, last_column=heatmaps.shape[1] - 1,
+                                                      last_row=heatmaps.shape[0] - 1)
+                scores[joint] = value

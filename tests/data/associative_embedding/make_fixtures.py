@@ -1,0 +1,65 @@
+"""Writes the Associative Embedding decoding fixtures with the reference code (not run by the suite).
+
+Run in a scratch environment with PyTorch, munkres, scipy and opencv, beside a checkout of
+princeton-vl/pose-ae-train (commit 3c80a16):
+
+    python tests/data/associative_embedding/make_fixtures.py /path/to/pose-ae-train tests/data/associative_embedding
+
+For each case, heatmaps and tags of a few people (Gaussian peaks, one tag value per person plus noise, some joints
+left out, background noise) go through the reference's own `test.py` decoding: `HeatmapParser(detection_val=0.1)
+.parse` (NMS, top 30, matching by tag, quarter-pixel adjustment) and then `refine` for each person (the second pass
+that fills missing joints from the person's mean tag), as its `multiperson` calls them. The fixture holds the
+inputs and the reference's people, `[P, 17, 3 + D]`: x, y (pixel corners: add 0.5 to a pixel index), value, tags.
+"""
+
+import sys
+import types
+
+import numpy as np
+
+
+def person_maps(rng, size, people, tag_dims, noise):
+    joints = 17
+    det = rng.uniform(0, noise, (joints, size, size)).astype(np.float32)
+    tag = rng.normal(0, 0.05, (joints, size, size, tag_dims)).astype(np.float32)
+    grid_y, grid_x = np.mgrid[0:size, 0:size]
+    for person in range(people):
+        value = rng.normal(person * 3.0, 0.3, tag_dims)
+        for joint in range(joints):
+            if rng.uniform() < 0.15:  # a joint this person does not show
+                continue
+            x, y = rng.uniform(1, size - 2, 2)
+            peak = rng.uniform(0.3, 1.0)
+            det[joint] = np.maximum(det[joint], peak * np.exp(-((grid_x - x) ** 2 + (grid_y - y) ** 2) / 2))
+            near = (grid_x - x) ** 2 + (grid_y - y) ** 2 < 9
+            tag[joint][near] = value + rng.normal(0, 0.1, (near.sum(), tag_dims))
+    return det, tag
+
+
+def main(reference: str, output: str):
+    sys.path.insert(0, reference)
+    # test.py imports the COCO tables (and their data files) for the flip table only; the decoding needs none.
+    sys.modules["data.coco_pose.ref"] = types.SimpleNamespace(ref_dir=".", flipRef=list(range(17)))
+    import test as reference_test
+
+    rng = np.random.default_rng(0)
+    cases = [("two_people", 32, 2, 1, 0.05, np.float16), ("four_people_flip_tags", 40, 4, 2, 0.08, np.float16),
+             ("crowd", 40, 12, 1, 0.095, np.float16), ("nobody", 24, 0, 1, 0.09, np.float16),
+             # noise above the detection threshold: more than 30 people, the reference stops adding joints;
+             # float32, so that no two candidates tie (the reference's top-k orders ties its own way)
+             ("over_thirty", 24, 3, 1, 0.3, np.float32)]
+    for name, size, people, tag_dims, noise, dtype in cases:
+        det, tag = person_maps(rng, size, people, tag_dims, noise)
+        # stored as float16 where they can (a third of the size): the reference decodes the stored values
+        det, tag = (a.astype(dtype).astype(np.float32) for a in (det, tag))
+        grouped = reference_test.parser.parse(np.float32([det]), np.float32([tag]))[0]
+        for index in range(len(grouped)):
+            grouped[index] = reference_test.refine(det, tag, grouped[index])
+        np.savez_compressed(f"{output}/{name}.npz", heatmaps=det.transpose(1, 2, 0).astype(dtype),
+                            tags=tag.transpose(1, 2, 0, 3).astype(dtype),
+                            people=np.asarray(grouped, np.float32).reshape(-1, 17, 3 + tag_dims))
+        print(name, np.shape(grouped))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,96 @@
+"""`AssociativeEmbeddingCodec`: one image's heatmaps and tags to people, equal to pose-ae-train's decoding.
+
+The fixtures in `tests/data/associative_embedding/` were written by the reference's own `test.py` decoding
+(`make_fixtures.py` there says how): two people, four with two tag values per joint (the flip test's), a crowd,
+nobody, and more than 30 candidates (the reference stops adding joints at 30 people).
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from keras_hourglass.codec import AE_JOINT_ORDER, AssociativeEmbeddingCodec
+from tests.conftest import ROOT
+
+FIXTURES = sorted((ROOT / "tests" / "data" / "associative_embedding").glob("*.npz"))
+
+
+def test_the_fixtures_are_all_there():
+    assert [path.stem for path in FIXTURES] == ["crowd", "four_people_flip_tags", "nobody", "over_thirty",
+                                                 "two_people"]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: pathlib.Path(path).stem)
+def test_people_equal_the_reference_decoding(path):
+    fixture = np.load(path)
+    reference = fixture["people"]  # [P, 17, 3 + D]: x, y in pixel corners, value (1: found by the second pass)
+    keypoints, scores, person_scores = AssociativeEmbeddingCodec().decode_people(fixture["heatmaps"], fixture["tags"])
+    assert keypoints.shape == (len(reference), 17, 2) and scores.shape == (len(reference), 17)
+    found = reference[:, :, 2] > 0
+    np.testing.assert_array_equal(scores > 0, found)
+    # The same people, in the same order, the same joints at the same positions (pixel centres here).
+    np.testing.assert_allclose(np.where(found[..., None], keypoints, 0),
+                               np.where(found[..., None], reference[:, :, :2] - 0.5, 0), rtol=0, atol=1e-6)
+    first_pass = found & (reference[:, :, 2] != 1)
+    np.testing.assert_allclose(scores[first_pass], reference[:, :, 2][first_pass], rtol=0, atol=1e-6)
+    assert np.all(person_scores <= scores.max(axis=1, initial=0) + 1e-6)
+
+
+def test_two_people_told_apart_by_their_tags():
+    """Two people with the same joint positions mirrored, tags 0 and 5: each gets its own seventeen joints."""
+    size, joints = 32, 17
+    heatmaps = np.zeros((size, size, joints), np.float32)
+    tags = np.zeros((size, size, joints), np.float32)
+    rng = np.random.default_rng(0)
+    places = {0: rng.integers(2, 14, (joints, 2)), 5: rng.integers(18, 30, (joints, 2))}
+    for tag, where in places.items():
+        for joint, (x, y) in enumerate(where):
+            heatmaps[y, x, joint], heatmaps[y, x + 1, joint] = 0.9, 0.5  # a peak leaning right
+            tags[y - 1:y + 2, x - 1:x + 2, joint] = tag + 0.1 * rng.normal()
+    keypoints, scores = AssociativeEmbeddingCodec().decode(heatmaps, tags)
+    assert keypoints.shape == (2, joints, 2) and np.all(scores == np.float32(0.9))
+    by_tag = sorted(range(2), key=lambda person: keypoints[person, 0, 0])
+    for person, tag in zip(by_tag, (0, 5)):
+        # a quarter pixel towards the higher neighbour: right in x; up in y (a tie goes to the lower index)
+        np.testing.assert_allclose(keypoints[person], places[tag] + [0.25, -0.25])
+
+
+def test_one_tag_value_per_joint_may_come_without_its_last_axis():
+    fixture = np.load(FIXTURES[-1])
+    codec = AssociativeEmbeddingCodec()
+    with_axis = codec.decode(fixture["heatmaps"], fixture["tags"])
+    without = codec.decode(fixture["heatmaps"], fixture["tags"][..., 0])
+    for a, b in zip(with_axis, without):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_without_the_second_pass_missing_joints_stay_missing():
+    fixture = np.load(FIXTURES[-1])
+    full = AssociativeEmbeddingCodec().decode(fixture["heatmaps"], fixture["tags"])[1]
+    first = AssociativeEmbeddingCodec(fill_missing=False).decode(fixture["heatmaps"], fixture["tags"])[1]
+    assert (first > 0).sum() < (full > 0).sum()
+    np.testing.assert_array_equal(first[first > 0], full[first > 0])
+
+
+def test_nothing_above_the_threshold_is_nobody():
+    keypoints, scores = AssociativeEmbeddingCodec().decode(np.full((8, 8, 17), 0.05), np.zeros((8, 8, 17)))
+    assert keypoints.shape == (0, 17, 2) and scores.shape == (0, 17)
+
+
+@pytest.mark.parametrize("heatmaps, tags, message", [
+    (np.zeros((8, 8, 17)), np.zeros((8, 9, 17)), r"heatmaps \[H, W, J\] and tags .* got heatmaps \(8, 8, 17\)"),
+    (np.zeros((8, 8)), np.zeros((8, 8)), "expected heatmaps"),
+    (np.zeros((8, 8, 16)), np.zeros((8, 8, 16)), "16 joints; joint_order has 17"),
+    (np.full((8, 8, 17), np.nan), np.zeros((8, 8, 17)), "must be finite"),
+])
+def test_bad_inputs_are_named(heatmaps, tags, message):
+    with pytest.raises(ValueError, match=message):
+        AssociativeEmbeddingCodec().decode(heatmaps, tags)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="joint_order must list each joint index once"):
+        AssociativeEmbeddingCodec(joint_order=(0, 0, *AE_JOINT_ORDER[2:]))
+    with pytest.raises(ValueError, match="max_people must be a positive integer"):
+        AssociativeEmbeddingCodec(max_people=0)
