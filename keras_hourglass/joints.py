@@ -185,7 +185,45 @@ FLIC = JointSpec(
     torso=("r_shoulder", "l_hip"),
 )
 
-JOINT_SPECS = {spec.name: spec for spec in (MPII, FLIC)}
+# The 17 person keypoints of the COCO keypoint benchmark, in its order (what pose-ae-train's model predicts).
+COCO_PERSON = JointSpec(
+    name="coco_person",
+    names=(
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle",
+    ),
+    flip_partners=(
+        ("left_eye", "right_eye"), ("left_ear", "right_ear"), ("left_shoulder", "right_shoulder"),
+        ("left_elbow", "right_elbow"), ("left_wrist", "right_wrist"), ("left_hip", "right_hip"),
+        ("left_knee", "right_knee"), ("left_ankle", "right_ankle"),
+    ),
+    # The benchmark's `skeleton` (person_keypoints_*.json), 1-based there.
+    limbs=(
+        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
+        ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"),
+        ("right_shoulder", "right_elbow"), ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
+        ("left_eye", "right_eye"), ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
+        ("right_eye", "right_ear"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+    ),
+    groups={
+        "Head": ("nose", "left_eye", "right_eye", "left_ear", "right_ear"),
+        "Shoulder": ("left_shoulder", "right_shoulder"),
+        "Elbow": ("left_elbow", "right_elbow"),
+        "Wrist": ("left_wrist", "right_wrist"),
+        "Hip": ("left_hip", "right_hip"),
+        "Knee": ("left_knee", "right_knee"),
+        "Ankle": ("left_ankle", "right_ankle"),
+    },
+    mean_joints=(
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle",
+    ),
+)
+
+JOINT_SPECS = {spec.name: spec for spec in (MPII, FLIC, COCO_PERSON)}
 # The data sets the loaders read (`keras_hourglass.data.loaders`); synthetic people have MPII's joints,
 # COCO files bring their own.
 DATASETS = ("mpii", "flic", "coco", "synthetic")

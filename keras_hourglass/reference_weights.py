@@ -17,6 +17,16 @@ project's network with different tensor names:
   Checkpoints with more blocks per stack (`hg_s2_b2`) have no equivalent in
   the builder and are refused.
 
+A third, the authors' multi-person Associative Embedding model, publishes a
+trained COCO model:
+
+* princeton-vl/pose-ae-train: `{'state_dict', 'optimizer', 'epoch'}`, keys
+  `model.module.pre.*`, `model.module.features.<stack>.0.up1.*`, ...; the
+  builder's `block="conv"` network (see `keras_hourglass.model`), its widths
+  growing by `width_increase` at each hourglass level, without BatchNorm; 68
+  output channels (17 joint heatmaps, 17 tags, 34 unused); input RGB in
+  `[0, 1]`.
+
 The number of stacks, joints, widths and the hourglass depth come from the
 tensor shapes. Every tensor of the model must be matched by exactly one
 tensor of the right shape, and every tensor of the file must be used (or be
@@ -46,7 +56,15 @@ if TYPE_CHECKING:  # keras is imported where a model is built, so that reading a
 
 PRINCETON_VL = "princeton-vl"
 PYTORCH_POSE = "pytorch-pose"
-FORMATS = (PRINCETON_VL, PYTORCH_POSE)
+POSE_AE = "pose-ae-train"
+FORMATS = (PRINCETON_VL, PYTORCH_POSE, POSE_AE)
+# Our conv blocks inside an hourglass level -> pose-ae-train's attributes.
+AE_HOURGLASS_PARTS = (
+    (r"stack(\d+)_hourglass_up(\d+)_block", "up1"),
+    (r"stack(\d+)_hourglass_down(\d+)_block", "low1"),
+    (r"stack(\d+)_hourglass_up(\d+)_low_block", "low3"),
+    (r"stack(\d+)_hourglass_bottom_block()", "low2"),
+)
 # MPII mean RGB in [0, 1] that pytorch-pose subtracts from its inputs: the float32 values of its
 # data/mpii/mean.pth.tar ('mean'; the file's 'std' is not used by its color_normalize).
 PYTORCH_POSE_MEAN = (0.440442830324173, 0.4440267086029053, 0.4326828420162201)
@@ -72,6 +90,7 @@ class ReferenceCheckpoint:
         num_stacks, num_keypoints, filters, depth: from the shapes.
         stem_filters: `(conv, residual1, residual2)` widths.
         input_mean: RGB mean the network expects subtracted, or None.
+        block, width_increase, batch_norm: the builder's options for this network.
         info: what else the file holds (`epoch`, `best_acc`, `arch`).
         mapped_groups: after `build`, `(group, tensors, values)` per group.
     """
@@ -87,6 +106,9 @@ class ReferenceCheckpoint:
     input_mean: tuple | None
     info: dict
     mapped_groups: list = dataclasses.field(default_factory=list)
+    block: str = "residual"
+    width_increase: int = 0
+    batch_norm: bool = True
 
     def build(self, image_size=(256, 256), name: str | None = None) -> keras.Model:
         """Our builder's model with this checkpoint's weights (see `load_weights`); `mapped_groups` says what went where."""
@@ -101,7 +123,9 @@ class ReferenceCheckpoint:
         return build_stacked_hourglass(self.num_stacks, self.num_keypoints, filters=self.filters,
                                        image_size=tuple(image_size), depth=self.depth,
                                        stem_filters=self.stem_filters, input_mean=self.input_mean,
-                                       name=name or f"hourglass_{self.num_stacks}stack_{self.format}")
+                                       name=name or f"hourglass_{self.num_stacks}stack_{self.format}",
+                                       block=self.block, width_increase=self.width_increase,
+                                       batch_norm=self.batch_norm)
 
     def load_into(self, model: keras.Model) -> None:
         """Fills `model` (from `build_network`) with this checkpoint's weights; sets `mapped_groups`."""
@@ -131,12 +155,14 @@ def _count(state_dict: dict, pattern: str) -> int:
 
 
 def detect_format(state_dict: dict, source: str) -> str:
+    if any(k.startswith("features.0.0.up1.") for k in state_dict):  # pre.* as princeton-vl, no hgs.*
+        return POSE_AE
     if any(k.startswith("pre.0.") for k in state_dict) or any(k.startswith("hgs.") for k in state_dict):
         return PRINCETON_VL
     if any(k.startswith("conv1.") for k in state_dict) and any(k.startswith("hg.") for k in state_dict):
         return PYTORCH_POSE
     sample = ", ".join(repr(key)[:60] for key in list(state_dict)[:3])
-    raise ValueError(f"{source}: not a princeton-vl or pytorch-pose hourglass state dict (first keys: {sample}); "
+    raise ValueError(f"{source}: not a princeton-vl, pytorch-pose or pose-ae-train hourglass state dict (first keys: {sample}); "
                      f"pass --format to force one of {', '.join(FORMATS)}.")
 
 
@@ -193,7 +219,25 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
     format = format or detected
     info = {k: _plain(content[k]) for k in ("epoch", "arch", "best_acc") if isinstance(content, dict) and k in content}
     s = state_dict
-    if format == PRINCETON_VL:
+    options = {}
+    if format == POSE_AE:
+        if any(".bn." in k for k in s):
+            raise ValueError(f"{path}: a pose-ae-train network with BatchNorm (bn=True); the published model and "
+                             "the one imported here have none.")
+        num_stacks = _count(s, r"outs\.(\d+)\.")
+        depth = 1 + max((k.count("low2.") for k in s if re.match(r"features\.0\.0\.(low2\.)*up1\.", k)), default=-1)
+        stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, "pre.1.conv.weight", path),
+                _shape(s, "pre.3.conv.weight", path))
+        filters = _shape(s, "pre.4.conv.weight", path)
+        num_keypoints = _shape(s, "outs.0.conv.weight", path)
+        widths = [_shape(s, "features.0.0" + ".low2" * level + ".low1.conv.weight", path) for level in range(depth)]
+        growth = {b - a for a, b in zip([filters, *widths], widths)}
+        if len(growth) != 1:
+            raise ValueError(f"{path}: its hourglass widths {[filters, *widths]} do not grow by the same step at "
+                             "every level; the builder's width_increase cannot make that network.")
+        options = dict(block="conv", width_increase=growth.pop(), batch_norm=False)
+        input_mean = None
+    elif format == PRINCETON_VL:
         num_stacks = _count(s, r"hgs\.(\d+)\.")
         depth = 1 + max((k.count("low2.") for k in s if re.match(r"hgs\.0\.0\.(low2\.)*up1\.", k)), default=-1)
         stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, "pre.1.conv3.conv.weight", path),
@@ -217,7 +261,7 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         raise ValueError(f"{path}: found {num_stacks} stacks of depth {depth} in the {format} key names; "
                          "the file is not a complete hourglass network.")
     return ReferenceCheckpoint(path, format, state_dict, num_stacks, num_keypoints, filters, depth, stem,
-                               input_mean, info)
+                               input_mean, info, **options)
 
 
 def _plain(value):
@@ -253,8 +297,30 @@ def _residual_path(name: str, format: str, depth: int) -> str | None:
     return None
 
 
+def _pose_ae_module(layer_name: str, depth: int) -> str:
+    """pose-ae-train's module for one of our layers of the `block="conv"` network."""
+    if m := re.fullmatch(r"stem_block([123])_conv", layer_name):
+        return {"1": "pre.1", "2": "pre.3", "3": "pre.4"}[m.group(1)] + ".conv"
+    if m := re.fullmatch(r"stack(\d+)_head_block([12])_conv", layer_name):
+        return f"features.{m.group(1)}.{m.group(2)}.conv"
+    for pattern, part in AE_HOURGLASS_PARTS:
+        if m := re.fullmatch(pattern + "_conv", layer_name):
+            stack, level = m.group(1), int(m.group(2) or 1)
+            return f"features.{stack}.0" + ".low2" * (depth - level) + f".{part}.conv"
+    m = re.fullmatch(r"stack(\d+)_(remap_features|remap_heatmaps)|heatmaps_stack(\d+)|stem_conv", layer_name)
+    if not m:
+        raise ValueError(f"no {POSE_AE} tensor corresponds to the layer {layer_name!r}.")
+    if layer_name == "stem_conv":
+        return "pre.0.conv"
+    if m.group(3):
+        return f"outs.{m.group(3)}.conv"
+    return f"{'merge_features' if m.group(2) == 'remap_features' else 'merge_preds'}.{m.group(1)}.conv.conv"
+
+
 def torch_module(layer_name: str, format: str, depth: int) -> str:
     """The reference module path whose tensors fill our layer `layer_name`."""
+    if format == POSE_AE:
+        return _pose_ae_module(layer_name, depth)
     if m := re.fullmatch(r"(.+)_(bn1|conv1|bn2|conv2|bn3|conv3|skip)", layer_name):
         residual = _residual_path(m.group(1), format, depth)
         if residual is not None:

@@ -172,7 +172,7 @@ def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
     by_tensor = {t.tensorIndex: as_text(t.name) for t in signature_def.outputs}
     output_names = [by_tensor[index] for index in subgraph.outputs]
     height, width = info["input_size"]
-    description = (f"Stacked hourglass pose estimator: {len(info['keypoint_names'])} keypoints from a "
+    description = info.get("description") or (f"Stacked hourglass pose estimator: {len(info['keypoint_names'])} keypoints from a "
                    f"{width}x{height} RGB person crop (float32 pixel / 255). Crop the person centred, "
                    f"{info.get('scale_unit', 200)} px x scale per side, resize to {width}x{height}; "
                    f"keypoints come back in crop pixels.")

@@ -13,7 +13,8 @@ import pytest
 from keras_hourglass.codec import AE_JOINT_ORDER, AssociativeEmbeddingCodec
 from tests.conftest import ROOT
 
-FIXTURES = sorted((ROOT / "tests" / "data" / "associative_embedding").glob("*.npz"))
+FIXTURES = sorted(path for path in (ROOT / "tests" / "data" / "associative_embedding").glob("*.npz")
+                  if not path.stem.startswith("ae_"))  # ae_*: the checkpoint fixtures, below
 
 
 def test_the_fixtures_are_all_there():
@@ -94,3 +95,89 @@ def test_bad_settings_are_named():
         AssociativeEmbeddingCodec(joint_order=(0, 0, *AE_JOINT_ORDER[2:]))
     with pytest.raises(ValueError, match="max_people must be a positive integer"):
         AssociativeEmbeddingCodec(max_people=0)
+
+
+# --- pose-ae-train checkpoints -------------------------------------------------------------------------------------
+
+CHECKPOINTS = ROOT / "tests" / "data" / "associative_embedding"
+
+
+def reference_layout(outputs) -> np.ndarray:
+    """Our list of per-stack `[N, H, W, C]` outputs in the reference's `[N, stacks, C, H, W]`."""
+    from keras_hourglass.model import stack_outputs
+
+    return np.stack([np.asarray(o) for o in stack_outputs(outputs)], 1).transpose(0, 1, 4, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["ae_s2_w8.pt", "ae_s2_w8_legacy.pt"])
+def test_both_torch_formats_build_the_reference_network(name):
+    from tests.conftest import assert_close_to_scale
+
+    from keras_hourglass.reference_weights import POSE_AE, read_checkpoint
+
+    checkpoint = read_checkpoint(CHECKPOINTS / name)
+    assert (checkpoint.format, checkpoint.num_stacks, checkpoint.num_keypoints, checkpoint.filters,
+            checkpoint.depth, checkpoint.width_increase, checkpoint.info) == (POSE_AE, 2, 68, 8, 4, 8, {"epoch": 12})
+    expected = np.load(CHECKPOINTS / "ae_s2_w8.npz")
+    for images, outputs in (("images", "outputs"), ("wide_images", "wide_outputs")):
+        model = checkpoint.build(expected[images].shape[1:3])
+        assert_close_to_scale(reference_layout(model(expected[images])), expected[outputs])
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The import command's folder for the legacy-format fixture (the format the published model has)."""
+    from keras_hourglass.cli import import_weights
+
+    output = tmp_path_factory.mktemp("ae") / "imported"
+    assert import_weights.main([str(CHECKPOINTS / "ae_s2_w8_legacy.pt"), "--output", str(output),
+                                "--image-size", "64"]) == 0
+    return output
+
+
+def test_the_import_writes_keras_saved_model_and_tflite_equal_to_the_reference(imported):
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from keras_hourglass.joints import COCO_PERSON
+    from tests.conftest import assert_close_to_scale
+
+    expected = np.load(CHECKPOINTS / "ae_s2_w8.npz")
+    images, outputs = expected["images"], expected["outputs"]
+    report = json.loads((imported / "import.json").read_text())
+    assert report["multi_person"] and report["keypoint_names"] == list(COCO_PERSON.names)
+    assert_close_to_scale(reference_layout(keras.models.load_model(imported / "model.keras")(images)), outputs)
+    last = outputs[:, -1].transpose(0, 2, 3, 1)  # the last stack, [N, H, W, 68]
+    saved = tf.saved_model.load(str(imported / "saved_model")).signatures["crops"](images=tf.constant(images))
+    interpreter = tf.lite.Interpreter(model_path=str(imported / "model.tflite"))
+    converted = interpreter.get_signature_runner("crops")(images=images)
+    codec = AssociativeEmbeddingCodec()
+    for answer in ({k: v.numpy() for k, v in saved.items()}, converted):
+        assert_close_to_scale(answer["heatmaps"], last[..., :17])
+        assert_close_to_scale(answer["tags"], last[..., 17:34])
+        # The in-graph suppression and top-k are the codec's, on the same heatmaps.
+        values, indices = codec.candidates(answer["heatmaps"][0].transpose(2, 0, 1))
+        np.testing.assert_allclose(answer["candidate_values"][0], values, atol=1e-6)
+        strong = values > codec.detection_threshold  # below it, equal values may come in any order
+        np.testing.assert_array_equal(answer["candidate_indices"][0][strong], indices[strong])
+
+
+def test_a_pose_ae_network_with_too_few_channels_is_one_line(tmp_path, capsys):
+    """A pose-ae-train file whose outputs cannot hold 17 heatmaps and 17 tags is refused before anything is built."""
+    from safetensors.numpy import save_file
+
+    from keras_hourglass.cli import import_weights
+    from keras_hourglass.torch_files import load_torch_file
+    from tests.conftest import one_line_error
+
+    state = load_torch_file(str(CHECKPOINTS / "ae_s2_w8.pt"))["state_dict"]
+    for key in [k for k in state if k.startswith("model.module.outs.")]:
+        state[key] = np.ascontiguousarray(state[key][:20])
+    path = tmp_path / "narrow.safetensors"
+    save_file(state, str(path))
+    line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / "out"), "--image-size", "64"],
+                          capsys)
+    assert "a pose-ae-train network with 20 output channels" in line and "need 34" in line
+    assert not (tmp_path / "out").exists()

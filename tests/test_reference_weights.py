@@ -207,7 +207,7 @@ def test_state_dicts_of_other_shapes_are_one_escaped_line(tmp_path, capsys):
     forged = write_zip(tmp_path / "forged.pt", op_dict(state_dict=op_dict(
         **{"x\nimport_weights.py: error: forged line\x1b[2J": weight})), storages)
     for path, words in ((int_key, "a state_dict key is a int"), (zero_d, "a weight of at least 1 dimensions"),
-                        (forged, "not a princeton-vl or pytorch-pose")):
+                        (forged, "not a princeton-vl, pytorch-pose or pose-ae-train")):
         line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / "out")], capsys)
         assert words in line and "\x1b" not in line, line
     assert not (tmp_path / "out").exists()

@@ -27,8 +27,10 @@ import shutil
 
 from keras_hourglass.cli import quiet_tensorflow, run_command, step
 from keras_hourglass.fileio import partial_directory, replace_directory, write_json
-from keras_hourglass.joints import JointSpec, get_joint_spec, infer_flip_partners
-from keras_hourglass.reference_weights import FORMATS, read_checkpoint, unused_keys
+from keras_hourglass.joints import COCO_PERSON, JointSpec, get_joint_spec, infer_flip_partners
+from keras_hourglass.reference_weights import FORMATS, POSE_AE, read_checkpoint, unused_keys
+
+NUM_JOINTS = COCO_PERSON.num_keypoints  # a multi-person network's joints: heatmaps, then as many tags
 
 REPORT_FILE = "import.json"
 # Joint tables by joint count, for checkpoints that name none.
@@ -113,10 +115,20 @@ def run(args: argparse.Namespace) -> dict:
     if args.image_size < divisor or args.image_size % divisor:
         raise ValueError(f"--image-size must be a positive multiple of {divisor} for this checkpoint's depth "
                          f"{checkpoint.depth}, got {args.image_size}.")
-    spec = joint_spec(args, checkpoint.num_keypoints)
-    print(f"{args.checkpoint}: {checkpoint.format} checkpoint, {checkpoint.num_stacks} stacks, "
-          f"{checkpoint.num_keypoints} joints ({spec.name}), {checkpoint.filters} filters, depth {checkpoint.depth}, "
-          f"stem widths {checkpoint.stem_filters}" + "".join(f", {k} {printable(v)}" for k, v in checkpoint.info.items()))
+    multi_person = checkpoint.format == POSE_AE
+    if multi_person:  # 17 COCO joint heatmaps and their tags in the first 34 of its channels
+        if checkpoint.num_keypoints < 2 * NUM_JOINTS:
+            raise ValueError(f"{args.checkpoint}: a pose-ae-train network with {checkpoint.num_keypoints} output "
+                             f"channels; its {NUM_JOINTS} COCO joint heatmaps and tags need {2 * NUM_JOINTS}.")
+        spec = COCO_PERSON
+        what = f"{checkpoint.num_keypoints} channels ({NUM_JOINTS} COCO joint heatmaps and their tags first)"
+    else:
+        spec = joint_spec(args, checkpoint.num_keypoints)
+        what = f"{checkpoint.num_keypoints} joints ({spec.name})"
+    print(f"{args.checkpoint}: {checkpoint.format} checkpoint, {checkpoint.num_stacks} stacks, {what}, "
+          f"{checkpoint.filters} filters, depth {checkpoint.depth}, stem widths {checkpoint.stem_filters}"
+          + (f", each hourglass level {checkpoint.width_increase} wider" if checkpoint.width_increase else "")
+          + "".join(f", {k} {printable(v)}" for k, v in checkpoint.info.items()))
     size = (args.image_size, args.image_size)
     with step("starting TensorFlow"):
         quiet_tensorflow()
@@ -134,6 +146,7 @@ def run(args: argparse.Namespace) -> dict:
               "inside the model")
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import export_saved_model
+    from keras_hourglass.multiperson import MultiPersonEstimator
     from keras_hourglass.tflite import convert_saved_model
 
     temporary = partial_directory(output)
@@ -141,10 +154,15 @@ def run(args: argparse.Namespace) -> dict:
         print(f"writing {temporary}/ (renamed to {args.output} when complete)", flush=True)
         with step("  model.keras"):
             model.save(os.path.join(temporary, "model.keras"))
-        codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
-        with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
-            saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
-                                             args.flip_test and spec.flip_index is not None, spec.limbs)
+        if multi_person:
+            with step("  saved_model/ (the network, heatmaps, tags and each joint's candidates)"):
+                saved_model = MultiPersonEstimator(model, spec.names, spec.flip_partners, spec.limbs).save(
+                    os.path.join(temporary, "saved_model"))
+        else:
+            codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
+            with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
+                saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
+                                                 args.flip_test and spec.flip_index is not None, spec.limbs)
         if args.tflite:
             with step("  model.tflite (float32)"):
                 convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
@@ -152,6 +170,8 @@ def run(args: argparse.Namespace) -> dict:
                   "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
                   "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,
                   "stem_filters": list(checkpoint.stem_filters), "input_mean": checkpoint.input_mean,
+                  "block": checkpoint.block, "width_increase": checkpoint.width_increase,
+                  "batch_norm": checkpoint.batch_norm, "multi_person": multi_person,
                   "image_size": list(size), "parameters": model.count_params(), **checkpoint.info}
         write_json(os.path.join(temporary, REPORT_FILE), report)
         replace_directory(temporary, output)
