@@ -224,12 +224,7 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         if any(".bn." in k for k in s):
             raise ValueError(f"{path}: a pose-ae-train network with BatchNorm (bn=True); the published model and "
                              "the one imported here have none.")
-        num_stacks = _count(s, r"outs\.(\d+)\.")
-        depth = 1 + max((k.count("low2.") for k in s if re.match(r"features\.0\.0\.(low2\.)*up1\.", k)), default=-1)
-        stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, "pre.1.conv.weight", path),
-                _shape(s, "pre.3.conv.weight", path))
-        filters = _shape(s, "pre.4.conv.weight", path)
-        num_keypoints = _shape(s, "outs.0.conv.weight", path)
+        num_stacks, depth, stem, filters, num_keypoints = _authors_layout(s, path, "outs", "features", "conv")
         widths = [_shape(s, "features.0.0" + ".low2" * level + ".low1.conv.weight", path) for level in range(depth)]
         growth = {b - a for a, b in zip([filters, *widths], widths)}
         if len(growth) != 1:
@@ -238,12 +233,7 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
         options = dict(block="conv", width_increase=growth.pop(), batch_norm=False)
         input_mean = None
     elif format == PRINCETON_VL:
-        num_stacks = _count(s, r"hgs\.(\d+)\.")
-        depth = 1 + max((k.count("low2.") for k in s if re.match(r"hgs\.0\.0\.(low2\.)*up1\.", k)), default=-1)
-        stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, "pre.1.conv3.conv.weight", path),
-                _shape(s, "pre.3.conv3.conv.weight", path))
-        filters = _shape(s, "pre.4.conv3.conv.weight", path)
-        num_keypoints = _shape(s, "outs.0.conv.weight", path)
+        num_stacks, depth, stem, filters, num_keypoints = _authors_layout(s, path, "hgs", "hgs", "conv3.conv")
         input_mean = None
     else:
         blocks = _count(s, r"hg\.0\.hg\.0\.0\.(\d+)\.")
@@ -262,6 +252,23 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
                          "the file is not a complete hourglass network.")
     return ReferenceCheckpoint(path, format, state_dict, num_stacks, num_keypoints, filters, depth, stem,
                                input_mean, info, **options)
+
+
+def _authors_layout(s: dict, path: str, stacks: str, hourglasses: str, block_conv: str) -> tuple:
+    """`(num_stacks, depth, stem widths, filters, output channels)` of the hourglass authors' two layouts
+    (princeton-vl's and pose-ae-train's): a `pre.*` stem, hourglasses nested through `low2`, `outs.*`.
+
+    Args:
+        stacks: the module list with one entry per stack (`hgs`, `outs`).
+        hourglasses: the module list whose entries start with the hourglass (`<name>.<stack>.0`).
+        block_conv: the convolution inside a stem block (`conv3.conv` of a residual, `conv` of a conv block).
+    """
+    num_stacks = _count(s, rf"{stacks}\.(\d+)\.")
+    nested = re.compile(rf"{hourglasses}\.0\.0\.(low2\.)*up1\.")
+    depth = 1 + max((k.count("low2.") for k in s if nested.match(k)), default=-1)
+    stem = (_shape(s, "pre.0.conv.weight", path), _shape(s, f"pre.1.{block_conv}.weight", path),
+            _shape(s, f"pre.3.{block_conv}.weight", path))
+    return num_stacks, depth, stem, _shape(s, f"pre.4.{block_conv}.weight", path), _shape(s, "outs.0.conv.weight", path)
 
 
 def _plain(value):
