@@ -297,6 +297,12 @@ def png_header_only_file(width: int, height: int) -> bytes:
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
+def server_peak_mib(server) -> float:
+    """The server process's peak resident memory so far (Linux's VmHWM), in MiB."""
+    status = pathlib.Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
 def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server, photo):
     """What another web page, another host name or a greedy client can send; the model keeps serving."""
     from keras_hourglass.serving import MAX_IMAGES, MAX_PIXELS
@@ -326,8 +332,11 @@ def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server,
     count = MAX_PIXELS // side ** 2 + 1
     assert count <= MAX_IMAGES
     files = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [count], "data": [wide] * count}]}
+    peak_before = server_peak_mib(server)
     status, answer = request(f"{server.url}{infer}", files)
     assert status == 400 and "pixels together" in answer["error"] and f"images[{count - 1}]" in answer["error"], answer
+    # decoded, these files would have taken count * side^2 * 3 bytes (193 MiB) at once, before any copy
+    assert server_peak_mib(server) - peak_before < 50, (peak_before, server_peak_mib(server))
     # a person far outside any image
     status, answer = server.infer([tensor("images", photo[3][:1]), tensor("center", [[1e30, 0]]),
                                    tensor("scale", [1e30])])
