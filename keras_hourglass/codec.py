@@ -370,7 +370,7 @@ class AssociativeEmbeddingCodec:
        dimensions, as in the reference's `refine` (step 3 uses the mean),
        and the quarter-pixel step clamps its neighbours as `refine` does: the
        column at `H - 1`, the row at `J - 1` (a slip of the reference, kept:
-       the joints found are the reference's).
+       the joints found are the reference's), never past the map's edge.
 
     Conventions: inputs are one image's `heatmaps [H, W, J]` and `tags
     [H, W, J]` or `[H, W, J, D]` (D tag values per joint, e.g. 2 with the
@@ -401,6 +401,8 @@ class AssociativeEmbeddingCodec:
         if heatmaps.ndim != 3 or tags.ndim != 4 or tags.shape[:3] != heatmaps.shape:
             raise ValueError(f"expected heatmaps [H, W, J] and tags [H, W, J] or [H, W, J, D] of the same H, W, J; "
                              f"got heatmaps {heatmaps.shape} and tags {tags.shape}.")
+        if min(heatmaps.shape[:2]) < 1:
+            raise ValueError(f"heatmaps must be at least 1x1; got {heatmaps.shape}.")
         if heatmaps.shape[-1] != len(self.joint_order):
             raise ValueError(f"the heatmaps have {heatmaps.shape[-1]} joints; joint_order has "
                              f"{len(self.joint_order)}.")
@@ -506,7 +508,10 @@ class AssociativeEmbeddingCodec:
             value = heatmaps[joint, row, column]
             if value > 0:
                 # The reference's `refine` clamps the next column at H - 1 and the next row at J - 1 (the
-                # shape of its [J, H, W] array): kept, so that the joints it finds are the reference's.
-                keypoints[joint] = self._quarter_step(heatmaps[joint], column, row, last_column=heatmaps.shape[1] - 1,
-                                                      last_row=heatmaps.shape[0] - 1)
+                # shape of its [J, H, W] array): kept, so that the joints it finds are the reference's, but
+                # inside the map (where the reference would index past a map smaller than that).
+                joints, height, width = heatmaps.shape
+                keypoints[joint] = self._quarter_step(heatmaps[joint], column, row,
+                                                      last_column=min(height, width) - 1,
+                                                      last_row=min(joints, height) - 1)
                 scores[joint] = value

@@ -58,6 +58,7 @@ from keras_hourglass.transforms import (
 
 METADATA_FILE = os.path.join("assets.extra", "keras_hourglass.json")
 NORMALIZATION = "RGB, float32 pixel / 255 (range [0, 1])"
+MULTI_PERSON_FORMAT = "keras_hourglass.associative_embedding/1"  # the metadata format of a multi-person SavedModel
 
 
 def last_output_shape(model: keras.Model) -> tuple:
@@ -238,6 +239,15 @@ def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None
             json.dump(content, f, indent=2)
     replace_directory(temporary, path)
     return path
+
+
+def check_single_person(metadata: dict, source: str) -> dict:
+    """`metadata` of a single-person model; one clear error for a multi-person one (`keras_hourglass.multiperson`)."""
+    if metadata.get("format") == MULTI_PERSON_FORMAT:
+        raise ValueError(f"{source}: a multi-person model (Associative Embedding), which this command does not take "
+                         "yet; its heatmaps and tags become people with keras_hourglass.codec."
+                         "AssociativeEmbeddingCodec.")
+    return metadata
 
 
 def read_saved_model_metadata(directory: str, source: str | None = None) -> dict:

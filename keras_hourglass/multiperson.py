@@ -32,14 +32,13 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from keras_hourglass.export import METADATA_FILE, NORMALIZATION, last_output_shape
+from keras_hourglass.export import METADATA_FILE, MULTI_PERSON_FORMAT, NORMALIZATION, last_output_shape
 from keras_hourglass.fileio import partial_directory, replace_directory, write_json
 from keras_hourglass.joints import COCO_PERSON
 from keras_hourglass.model import stack_outputs
 
 NUM_JOINTS = COCO_PERSON.num_keypoints
 MAX_CANDIDATES = 30  # pose-ae-train's `max_num_people`
-MULTI_PERSON_FORMAT = "keras_hourglass.associative_embedding/1"
 SIGNATURE = "crops"
 
 

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from keras_hourglass.codec import HeatmapCodec
-from keras_hourglass.export import last_output_shape, read_saved_model_metadata
+from keras_hourglass.export import check_single_person, last_output_shape, read_saved_model_metadata
 from keras_hourglass.fileio import complete_directory
 from keras_hourglass.model import stack_outputs
 from keras_hourglass.tflite import TFLitePoseModel
@@ -112,7 +112,7 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
     directory = complete_directory(path)
     if directory is None or not os.path.isfile(os.path.join(directory, "saved_model.pb")):
         raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb) or a .keras file.")
-    metadata = read_saved_model_metadata(directory, path)
+    metadata = check_single_person(read_saved_model_metadata(directory, path), path)
     loaded = tf.saved_model.load(directory)
     return PoseModel(loaded.heatmaps, HeatmapCodec.from_config(metadata["codec"]),
                      list(metadata["keypoint_names"]), path, flip_tested=bool(metadata["flip_test"]), owner=loaded,
@@ -128,6 +128,7 @@ def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
     an app gets.
     """
     model = TFLitePoseModel(model_path, num_threads)
+    check_single_person(model.metadata, model_path)
     codec = HeatmapCodec.from_config(model.metadata["codec"])
     names = list(model.metadata["keypoint_names"])
     heatmap_shape = [None, *codec.heatmap_size, len(names)]

@@ -545,6 +545,7 @@ class LimitsMiddleware:
 
     @staticmethod
     async def answer(send, status: int, message: str):
+        logging.getLogger("kserve").warning(f"refused a request: {status} {message}")
         body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -563,10 +564,26 @@ class RequestGuard:
     * a prediction beyond `max_queued` running or waiting ones (503, at once, rather than a growing queue).
     """
 
+    DRAIN_SECONDS = 5  # how long a refused request's body is read before the answer, at most
+
     def __init__(self, app, allowed_hosts=LOOPBACK_NAMES, allow_model_control: bool = False,
-                 max_queued: int = MAX_QUEUED):
+                 max_queued: int = MAX_QUEUED, max_body_bytes: int = MAX_BODY_BYTES):
         self.app, self.allowed_hosts = app, {host_name(name) for name in allowed_hosts}
         self.allow_model_control, self.max_queued, self.queued = allow_model_control, max_queued, 0
+        self.drain_bytes = LimitsMiddleware.DRAIN_FACTOR * max_body_bytes
+
+    async def refuse(self, receive, send, status: int, message: str):
+        """Answers `status` after reading (and dropping) the request's body, as far as `drain_bytes` and
+        `DRAIN_SECONDS` allow: a client still sending its body gets the answer, not a reset connection."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.DRAIN_SECONDS):
+                size = 0
+                while True:
+                    received = await receive()
+                    size += len(received.get("body", b""))
+                    if received["type"] != "http.request" or not received.get("more_body") or size > self.drain_bytes:
+                        break
+        await LimitsMiddleware.answer(send, status, message)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -574,20 +591,19 @@ class RequestGuard:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         host, path = headers.get("host", ""), scope["path"]
         if host_name(host) not in self.allowed_hosts:
-            return await LimitsMiddleware.answer(send, 400, f"this server does not answer to the host name "
-                                                            f"{host[:100]!r}; start it with --allowed-host NAME to "
-                                                            "add it.")
+            return await self.refuse(receive, send, 400, f"this server does not answer to the host name "
+                                                         f"{host[:100]!r}; start it with --allowed-host NAME to add it.")
         if path.startswith("/v2/repository/") and not self.allow_model_control:
-            return await LimitsMiddleware.answer(send, 403, "loading and unloading models is off; start the server "
-                                                            "with --allow-model-control to allow it.")
+            return await self.refuse(receive, send, 403, "loading and unloading models is off; start the server "
+                                                         "with --allow-model-control to allow it.")
         if scope["method"] == "POST":
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
             if kind not in POST_CONTENT_TYPES:
-                return await LimitsMiddleware.answer(send, 415, f"a POST must have content type "
-                                                                f"{', '.join(POST_CONTENT_TYPES)}; got {kind[:60]!r}.")
+                return await self.refuse(receive, send, 415, f"a POST must have content type "
+                                                             f"{', '.join(POST_CONTENT_TYPES)}; got {kind[:60]!r}.")
             if self.queued >= self.max_queued:
-                return await LimitsMiddleware.answer(send, 503, f"{self.queued} requests are running or waiting; "
-                                                                "try again shortly.")
+                return await self.refuse(receive, send, 503, f"{self.queued} requests are running or waiting; "
+                                                             "try again shortly.")
             self.queued += 1
             try:
                 return await self.app(scope, receive, send)
@@ -726,7 +742,7 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     add_routes(app, model)
     app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)
     app.add_middleware(RequestGuard, allowed_hosts=(*LOOPBACK_NAMES, host, *allowed_hosts),
-                       allow_model_control=allow_model_control)
+                       allow_model_control=allow_model_control, max_body_bytes=max_body_bytes)
     if on_ready is not None:
         on_ready()
     with contextlib.suppress(KeyboardInterrupt):

@@ -332,9 +332,14 @@ def load_torch_file(path: str):
             return _load_legacy(f, path)
     except (EOFError, struct.error) as error:
         raise ValueError(f"{path}: {TRUNCATED} ({type(error).__name__}: {error})") from None
+    except pickle.UnpicklingError as error:
+        if str(error) == "pickle data was truncated":  # the pickle module's own words for a cut-off file
+            raise ValueError(f"{path}: {TRUNCATED} (the pickle data end before their STOP)") from None
+        message = str(error).splitlines()[0][:200] if str(error) else ""
+        raise ValueError(f"{path}: not a readable torch checkpoint (UnpicklingError: {message}).") from None
     except RecursionError:
         raise ValueError(f"{path}: not a readable torch checkpoint (objects nested too deep).") from None
-    except (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, KeyError, TypeError, AttributeError,
+    except (zipfile.BadZipFile, zlib.error, KeyError, TypeError, AttributeError,
             IndexError, NotImplementedError, OverflowError, MemoryError, RuntimeError, UnicodeDecodeError) as error:
         message = str(error).splitlines()[0][:200] if str(error) else ""
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {message}).") from None

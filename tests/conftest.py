@@ -61,6 +61,15 @@ def one_line_error(main, argv, capsys) -> str:
     return err
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def corrupt_jpeg(path):
     """Garbles the middle of a JPEG's compressed data: the file keeps its markers, but no decoder can read it."""
     data = bytearray(open(path, "rb").read())

@@ -74,6 +74,17 @@ def test_without_the_second_pass_missing_joints_stay_missing():
     np.testing.assert_array_equal(first[first > 0], full[first > 0])
 
 
+@pytest.mark.parametrize("height, width", [(16, 16), (4, 30), (30, 4)])
+def test_maps_smaller_than_the_joint_count_decode(height, width):
+    """The second pass's step reads within the map, also below 17 rows (the reference's clamp would not)."""
+    heatmaps = np.zeros((height, width, 17), np.float32)
+    heatmaps[1, 1, 0] = 0.9  # one person, one joint; every other joint's best place is on the last row or column
+    heatmaps[height - 1, width - 1, 1:] = 0.05
+    keypoints, scores = AssociativeEmbeddingCodec().decode(heatmaps, np.zeros_like(heatmaps))
+    assert keypoints.shape == (1, 17, 2) and scores[0, 0] == np.float32(0.9) and np.all(scores[0, 1:] > 0)
+    assert np.all(keypoints[0] >= -0.25) and np.all(keypoints[0] <= [width - 0.75, height - 0.75])
+
+
 def test_nothing_above_the_threshold_is_nobody():
     keypoints, scores = AssociativeEmbeddingCodec().decode(np.full((8, 8, 17), 0.05), np.zeros((8, 8, 17)))
     assert keypoints.shape == (0, 17, 2) and scores.shape == (0, 17)
@@ -84,6 +95,7 @@ def test_nothing_above_the_threshold_is_nobody():
     (np.zeros((8, 8)), np.zeros((8, 8)), "expected heatmaps"),
     (np.zeros((8, 8, 16)), np.zeros((8, 8, 16)), "16 joints; joint_order has 17"),
     (np.full((8, 8, 17), np.nan), np.zeros((8, 8, 17)), "must be finite"),
+    (np.zeros((0, 0, 17)), np.zeros((0, 0, 17)), r"at least 1x1; got \(0, 0, 17\)"),
 ])
 def test_bad_inputs_are_named(heatmaps, tags, message):
     with pytest.raises(ValueError, match=message):
@@ -162,6 +174,8 @@ def test_the_import_writes_keras_saved_model_and_tflite_equal_to_the_reference(i
         np.testing.assert_allclose(answer["candidate_values"][0], values, atol=1e-6)
         strong = values > codec.detection_threshold  # below it, equal values may come in any order
         np.testing.assert_array_equal(answer["candidate_indices"][0][strong], indices[strong])
+        keypoints, scores = codec.decode(answer["heatmaps"][0], answer["tags"][0])  # 16x16: fewer rows than joints
+        assert keypoints.shape == (len(scores), 17, 2)
 
 
 def test_a_pose_ae_network_with_too_few_channels_is_one_line(tmp_path, capsys):
@@ -181,3 +195,26 @@ def test_a_pose_ae_network_with_too_few_channels_is_one_line(tmp_path, capsys):
                           capsys)
     assert "a pose-ae-train network with 20 output channels" in line and "need 34" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported, tiny_synthetic, tmp_path, capsys):
+    from keras_hourglass.cli import convert, evaluate, predict, serve
+    from tests.conftest import free_port, one_line_error
+
+    image = str(tmp_path / "photo.png")
+    import cv2
+
+    cv2.imwrite(image, np.zeros((40, 40, 3), np.uint8))
+    for model in (imported / "saved_model", imported / "model.tflite"):
+        line = one_line_error(predict.main, ["--model", str(model), "--input", image, "--output",
+                                             str(tmp_path / "out")], capsys)
+        assert f"{model}: a multi-person model" in line and "AssociativeEmbeddingCodec" in line
+    line = one_line_error(evaluate.main, ["--model", str(imported / "saved_model"), "--dataset", "synthetic",
+                                          "--annotations", str(tiny_synthetic + "/valid.h5"), "--image-dir",
+                                          str(tiny_synthetic + "/images")], capsys)
+    assert "a multi-person model" in line
+    line = one_line_error(convert.main, ["--model", str(imported / "saved_model"), "--output",
+                                         str(tmp_path / "converted"), "--quantization", "float32"], capsys)
+    assert "a multi-person model" in line
+    line = one_line_error(serve.main, [str(imported / "saved_model"), "--port", str(free_port())], capsys)
+    assert "a multi-person model" in line

@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import PIXEL_TOLERANCE, ROOT, corrupt_jpeg
+from tests.conftest import PIXEL_TOLERANCE, ROOT, corrupt_jpeg, free_port
 
 KERAS_MODEL = ROOT / "tests" / "data" / "synthetic_small.keras"
 MAX_BODY_MB = 1
@@ -31,12 +31,6 @@ REQUEST_TIMEOUT = 5  # seconds: the slowest request here takes under one
 CHROMIUM = os.environ.get("KERAS_HOURGLASS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(url, body=None, headers=None, method=None, timeout=60):
@@ -588,6 +582,19 @@ def test_a_full_queue_answers_503_and_slow_headers_are_cut_off(server, photo):
         time.sleep(0.5)  # the server has read their headers
         status, answer = server.infer([tensor("images", photo[3])])
         assert status == 503 and f"{MAX_QUEUED} requests are running or waiting" in answer["error"], answer
+        # a client still sending its body, slowly, reads the answer too: the body is read first, not cut off
+        chunk, chunks = b" " * (256 * 1024), 8
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+            slow.sendall(b"POST /v2/models/hourglass/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % (len(chunk) * chunks))
+            for _ in range(chunks):
+                time.sleep(0.1)
+                slow.sendall(chunk)
+            answer = b""
+            while received := slow.recv(65536):  # the server closes the connection after its answer
+                answer += received
+        answer = answer.decode()
+        assert answer.startswith("HTTP/1.1 503") and "running or waiting" in answer, answer
         assert request(f"{server.url}/v2/health/ready", method="GET")[0] == 200
     finally:
         for connection in stalled:

@@ -63,7 +63,7 @@ def test_truncated_files_are_refused(tmp_path):
     for name in ("pp_s8_b1_j16_w4.pt", "pp_s8_b1_j16_w4_legacy.pt"):
         data = (REFERENCE / name).read_bytes()
         path = tmp_path / name
-        for cut in (len(data) // 2, len(data) - 3):  # a partial download ends anywhere
+        for cut in (100, len(data) // 2, len(data) - 3):  # a partial download ends anywhere
             path.write_bytes(data[:cut])
             with pytest.raises(ValueError, match=f"{name}: the file is truncated, an incomplete download: "
                                                  "download it again"):

@@ -44,8 +44,8 @@ def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
                                            "or .safetensors)")
     parser.add_argument("--output", required=True, help="folder for model.keras, saved_model/ and model.tflite")
     parser.add_argument("--format", choices=FORMATS, help="the reference implementation (default: from the key names)")
-    parser.add_argument("--image-size", type=int, default=256, help="square input size of the model (default 256, "
-                                                                     "as the checkpoints were trained)")
+    parser.add_argument("--image-size", type=int, help="square input size of the model (default: as the "
+                                                        "checkpoint was trained, 512 for pose-ae-train, else 256)")
     parser.add_argument("--dataset", choices=("mpii", "flic"),
                         help="joint names and flip partners (default: mpii for 16 joints, flic for 11)")
     parser.add_argument("--keypoint-names", help="comma-separated joint names in the checkpoint's channel order, for "
@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> dict:
                          "another --output.")
     with step(f"reading {args.checkpoint}"), one_line_errors(args.checkpoint):
         checkpoint = read_checkpoint(args.checkpoint, args.format)
+    if args.image_size is None:
+        args.image_size = 512 if checkpoint.format == POSE_AE else 256
     divisor = 2 ** (checkpoint.depth + 2)  # the stem halves the input twice, each hourglass level once more
     if args.image_size < divisor or args.image_size % divisor:
         raise ValueError(f"--image-size must be a positive multiple of {divisor} for this checkpoint's depth "

@@ -106,12 +106,12 @@ def model_source(args: argparse.Namespace):
     A `.keras` model is not written out as a SavedModel and read back: the
     server calls the same graph functions the SavedModel would hold.
     """
-    from keras_hourglass.export import read_saved_model_metadata
+    from keras_hourglass.export import check_single_person, read_saved_model_metadata
 
     if not args.model.endswith(".keras"):
         if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
             raise ValueError(f"{args.model}: not a SavedModel folder (no saved_model.pb) or a .keras file.")
-        read_saved_model_metadata(args.model)
+        check_single_person(read_saved_model_metadata(args.model), args.model)
         return args.model
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import PoseEstimator, last_output_shape
