@@ -186,6 +186,7 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
     if path.endswith(".safetensors"):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such checkpoint file.")
+        import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, so that bf16 files load (TensorFlow's dependency)
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -193,6 +194,9 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
             content = {"state_dict": load_file(path)}
         except SafetensorError as error:
             raise ValueError(f"{path}: not a readable safetensors file ({error}).") from None
+        except TypeError as error:  # a dtype NumPy has not: bfloat16
+            raise ValueError(f"{path}: holds tensors of a type NumPy cannot read ({str(error)[:80]}); save them as "
+                             "float32.") from None
     else:
         content = load_torch_file(path)
     if isinstance(content, dict) and "state_dict" in content:
@@ -211,6 +215,8 @@ def read_checkpoint(path: str, format: str | None = None) -> ReferenceCheckpoint
             raise ValueError(f"{path}: a state_dict key is a {type(key).__name__}, not a tensor name.")
         if not isinstance(value, np.ndarray):
             raise ValueError(f"{path}: state_dict entry {key!r:.80} is a {type(value).__name__}, not a tensor.")
+        if value.size == 0:  # no weights, but a shape the network's size would be read from
+            raise ValueError(f"{path}: state_dict entry {key!r:.80} has shape {value.shape} and holds no values.")
     state_dict = _strip_prefix(state_dict)
     detected = detect_format(state_dict, path) if format is None else _detected_or_none(state_dict, path)
     if format is not None and detected not in (None, format):
@@ -274,12 +280,14 @@ def _authors_layout(s: dict, path: str, stacks: str, hourglasses: str, block_con
 def _plain(value):
     """An `epoch`/`best_acc`/`arch` entry as a Python number or a short string (pytorch-pose stores a 0-d tensor);
     anything else is described by its type only (a hostile value's text can be huge)."""
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (int, float, bool)) or value is None:
+    if isinstance(value, np.ndarray) and value.size == 1 or isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int):  # compared, never turned into text: a 20,000-digit number stays a number
+        return value if abs(value) < 10 ** 18 else "<a very large int>"
+    if isinstance(value, float):
+        return value if np.isfinite(value) else str(value)  # JSON has no NaN or inf
     if isinstance(value, str):
         return value[:200]
     return f"<a {type(value).__name__}>"
@@ -365,6 +373,8 @@ def _is_unused(key: str, checkpoint: ReferenceCheckpoint) -> bool:
 def float32_weights(value: np.ndarray, key: str, source: str) -> np.ndarray:
     """A weight tensor as float32, refusing what float32 would change: integer types, non-finite values,
     values beyond float32's range."""
+    if value.dtype.name == "bfloat16":  # ml_dtypes' type: exact in float32
+        value = value.astype(np.float32)
     if value.dtype.kind != "f":
         raise ValueError(f"{source}: {key} holds {value.dtype} values; weights are floating-point numbers.")
     if not np.all(np.isfinite(value)):

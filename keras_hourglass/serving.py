@@ -44,6 +44,7 @@ import logging
 import os
 import sys
 import threading
+import urllib.parse
 import uuid
 import warnings
 
@@ -56,10 +57,12 @@ MAX_IMAGE_SIDE = 4096  # pixels
 REQUEST_TIMEOUT = 30.0  # seconds
 MAX_IMAGES = 32  # images in one request
 MAX_PERSON_SCALE = 100.0  # a person box of 20,000 pixels: ten times the largest image side accepted
+MIN_PERSON_SCALE = 0.005  # a person box of one pixel: the smallest crop that has a meaning
 MAX_PIXELS = 64 * 2**20  # decoded pixels in one request, summed over its images (checked from the file headers)
 WORKERS = 2  # threads that decode and run the model; requests beyond them wait in the queue
 MAX_QUEUED = 16  # requests running or waiting; beyond it a request is answered 503 at once
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+MAX_CONNECTIONS = 900  # open connections and requests at once (`serve` raises the descriptor limit to fit)
 HEADER_TIMEOUT = 10  # seconds a connection has to send a request's headers (`header_timeout_protocol`)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # What a prediction POST may carry: a cross-site page can send only form and text/plain bodies without asking
@@ -170,8 +173,9 @@ def check_extra(signature: str, extra: dict, count: int) -> dict:
     if signature == "center_scale":
         center = number_rows(extra.get("center"), "center", 2, count)
         scale = number_rows(extra.get("scale"), "scale", None, count)
-        if np.any(scale <= 0):
-            raise BadRequest(f"scale must be positive (units of 200 pixels); got {scale.tolist()}.")
+        if np.any(scale < MIN_PERSON_SCALE):
+            raise BadRequest(f"scale must be at least {MIN_PERSON_SCALE:g} (units of 200 pixels: a person of one "
+                             f"pixel); got {scale.tolist()}.")
         if np.any(scale > MAX_PERSON_SCALE) or np.any(np.abs(center) > MAX_PERSON_SCALE * 200):
             raise BadRequest(f"center and scale must describe a person near the image: scale at most "
                              f"{MAX_PERSON_SCALE:g} (units of 200 pixels), |center| at most "
@@ -593,6 +597,11 @@ class RequestGuard:
         if host_name(host) not in self.allowed_hosts:
             return await self.refuse(receive, send, 400, f"this server does not answer to the host name "
                                                          f"{host[:100]!r}; start it with --allowed-host NAME to add it.")
+        origin = headers.get("origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != host.strip().lower():
+            return await self.refuse(receive, send, 403, f"a request from the page of another site ({origin[:100]!r}) "
+                                                         "is refused; this server answers its own page and clients "
+                                                         "that are not browsers.")
         if path.startswith("/v2/repository/") and not self.allow_model_control:
             return await self.refuse(receive, send, 403, "loading and unloading models is off; start the server "
                                                          "with --allow-model-control to allow it.")
@@ -702,6 +711,17 @@ def add_routes(app, model) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
+def raise_file_limit(needed: int) -> None:
+    """Raises the soft limit on open files towards `needed` (as far as the hard limit allows): at the common
+    default of 1024, connections beyond it fail in `accept()`, each with a traceback in the log."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def uvicorn_protocol_class(http):
     """The protocol class that uvicorn's `Config(http=...)` names (a class, or a name such as "auto")."""
     if not isinstance(http, str):
@@ -731,7 +751,10 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
             self._rest_server.config.host = host  # KServe binds 0.0.0.0 otherwise
             config = self._rest_server.config
             config.timeout_keep_alive = KEEP_ALIVE  # KServe keeps idle connections 65 s
-            config.http = header_timeout_protocol(uvicorn_protocol_class(config.http))
+            # h11, not httptools: h11 refuses a request line and headers over 16 KiB (h11_max_incomplete_event_size);
+            # httptools takes any number of header lines and keeps them.
+            config.http = header_timeout_protocol(uvicorn_protocol_class("h11"))
+            config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503, before a file descriptor limit is reached
 
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
                          enable_docs_url=False, enable_latency_logging=False, workers=1,
@@ -743,6 +766,7 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, timeout=request_timeout)
     app.add_middleware(RequestGuard, allowed_hosts=(*LOOPBACK_NAMES, host, *allowed_hosts),
                        allow_model_control=allow_model_control, max_body_bytes=max_body_bytes)
+    raise_file_limit(MAX_CONNECTIONS + 100)
     if on_ready is not None:
         on_ready()
     with contextlib.suppress(KeyboardInterrupt):

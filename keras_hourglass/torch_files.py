@@ -173,7 +173,28 @@ def _rebuild_parameter(data, requires_grad=None, hooks=None, *unused):
 
 
 def _ordered_dict(*args):
-    return collections.OrderedDict(*args)
+    """`collections.OrderedDict(pairs)`, the pairs' keys checked before anything hashes them (see `_check_keys`)."""
+    if len(args) > 1:
+        raise pickle.UnpicklingError("an OrderedDict made from more than one argument")
+    if not args or isinstance(args[0], dict):  # a dict's keys were checked as it was filled
+        return collections.OrderedDict(*args)
+    if not isinstance(args[0], (list, tuple)):
+        raise pickle.UnpicklingError(f"an OrderedDict made from a {type(args[0]).__name__}")
+    pairs = list(args[0])
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise pickle.UnpicklingError("an OrderedDict made from items that are not (key, value) pairs")
+    _check_key_types(pair[0] for pair in pairs)
+    return collections.OrderedDict(pairs)
+
+
+def _check_key_types(keys) -> None:
+    """Dict keys are names and numbers: a tuple key would be hashed, which walks every element of a tuple that
+    holds itself through the memo, 2^40 of them in a few hundred bytes."""
+    for key in keys:
+        if not isinstance(key, (str, bytes, int, float, bool, type(None))):
+            raise pickle.UnpicklingError(f"a dict key that is a {type(key).__name__}; checkpoint keys are names "
+                                         "and numbers")
 
 
 PLAIN_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex: what a number in a checkpoint is
@@ -267,12 +288,7 @@ class _AllowListUnpickler(pickle._Unpickler):
                                      "not do")
 
     def _check_keys(self, keys):
-        """Dict keys are names and numbers: a tuple key would be hashed, which walks every element of a
-        tuple that holds itself through the memo, 2^40 of them in a few hundred bytes."""
-        for key in keys:
-            if not isinstance(key, (str, bytes, int, float, bool, type(None))):
-                raise pickle.UnpicklingError(f"a dict key that is a {type(key).__name__}; checkpoint keys are names "
-                                             "and numbers")
+        _check_key_types(keys)
 
     def load_setitem(self):
         self._check_keys(self.stack[-2:-1])
@@ -358,13 +374,20 @@ def _load_zip(path: str):
         budget, inflated = _budget(path), [0]
 
         def read(name: str) -> bytes:
-            """An entry, once its declared size is known to fit what is left of the budget (before inflating)."""
+            """An entry, once its declared size is known to fit what is left of the budget, inflated no further
+            than that size."""
             info = archive.getinfo(name)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # torch.save stores
+                raise ValueError(f"{path}: entry {name} is compressed with method {info.compress_type}; a torch "
+                                 "checkpoint's entries are stored (or deflated)")
             inflated[0] += info.file_size
             if inflated[0] > budget:
                 raise ValueError(f"{path}: its entries inflate to more than {budget:,} bytes (entry {name} declares "
                                  f"{info.file_size:,} bytes from {info.compress_size:,}); refused")
-            return archive.read(info)
+            # Read as far as the declared size: deflate inflates no further than asked (`archive.read` asks for
+            # up to 2 GiB at once), zipfile stops there and checks the CRC, so a stream longer than it says fails.
+            with archive.open(info) as entry:
+                return entry.read(info.file_size)
 
         def load_storage(key, kind, numel):
             name = f"{prefix}data/{key}"
@@ -441,12 +464,12 @@ def _is_tar(path: str) -> bool:
         return False
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Plain data only (numbers, strings, containers): no global at all."""
+class _PlainUnpickler(_AllowListUnpickler):
+    """Plain data only (numbers, strings, containers): no global at all, and the opcode checks of
+    `_AllowListUnpickler` (its memo is a dict: an index of 2^28 is one entry, not an array of that size)."""
 
     def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
+        super().__init__(file, source, load_storage=None)
 
     def find_class(self, module, name):
         raise ValueError(f"{self.source}: refusing to load the global {module}.{name} in the checkpoint's header.")

@@ -211,3 +211,35 @@ def test_state_dicts_of_other_shapes_are_one_escaped_line(tmp_path, capsys):
         line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / "out")], capsys)
         assert words in line and "\x1b" not in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_empty_tensors_cannot_size_the_network_and_odd_values_stay_plain(tmp_path, capsys):
+    """Found by the second attack trial: a tensor with a zero dimension holds nothing but would still set the width
+    the network is built with (1.4 KB -> 4.4 GiB); a complex, huge or NaN `epoch` broke `import.json` after the
+    whole import; a bfloat16 safetensors file was refused with NumPy's words."""
+    from safetensors.numpy import save_file
+
+    from keras_hourglass.reference_weights import _plain
+
+    state = {f"model.module.{k}": np.array(v) for k, v in read_checkpoint(REFERENCE / "pv_s2_d32_j11.pt").state_dict.items()}
+    state["model.module.pre.4.conv3.conv.weight"] = np.zeros((8192, 0, 1, 1), np.float32)
+    path = tmp_path / "empty.safetensors"
+    save_file(state, str(path))
+    line = one_line_error(import_weights.main, [str(path), "--output", str(tmp_path / "out")], capsys)
+    assert "pre.4.conv3.conv.weight" in line and "holds no values" in line, line
+    assert _plain(np.complex128(1 + 2j)) == "<a complex>" and _plain(np.float16(3.5)) == 3.5
+    assert _plain(10 ** 20000) == "<a very large int>" and _plain(float("nan")) == "nan" and _plain(np.int64(7)) == 7
+    # bfloat16 weights (as .pt files may hold them) load from safetensors too, exactly
+    import ml_dtypes
+
+    from keras_hourglass.reference_weights import float32_weights
+
+    bf16 = tmp_path / "bf16.safetensors"
+    weight = np.array([[1.5, -2.25]], np.float32)
+    save_file({"model.module.w": weight.astype(ml_dtypes.bfloat16)}, str(bf16))
+    with pytest.raises(ValueError, match="not a princeton-vl"):  # read, then not an hourglass: nothing else
+        read_checkpoint(bf16)
+    from safetensors.numpy import load_file
+
+    np.testing.assert_array_equal(float32_weights(load_file(str(bf16))["model.module.w"], "w", str(bf16)), weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16.safetensors", "empty.safetensors"]

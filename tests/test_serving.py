@@ -6,6 +6,7 @@ by the `serve` command's own `.keras` path; its keypoints are compared with the 
 """
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -309,6 +310,23 @@ def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server,
     for kind in ("text/plain", "application/x-www-form-urlencoded", ""):
         status, answer = raw_request(server, "POST", infer, {**local, "content-type": kind}, body)
         assert status == 415 and "content type" in answer, (kind, status, answer)
+    # a page on another site whose POST needs no preflight (multipart is one such type): its Origin is refused
+    for origin in ("http://attacker.example", "null", f"http://127.0.0.1:{server.port + 1}"):
+        status, answer = raw_request(server, "POST", "/v1/models/hourglass:predict",
+                                     {**local, "content-type": "multipart/form-data; boundary=x", "origin": origin},
+                                     body)
+        assert status == 403 and "the page of another site" in answer, (origin, status, answer)
+    status, answer = raw_request(server, "POST", infer, {**local, "content-type": "application/json",
+                                                         "origin": f"http://127.0.0.1:{server.port}"}, body)
+    assert status == 200, answer  # the server's own page
+    # headers without end: more than 16 KiB of them is refused (h11), not kept
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"x-a: b\r\n" * 20000 + b"\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while received := connection.recv(65536):
+                answer += received
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:200]
     # DNS rebinding: another site's name for this address
     status, answer = raw_request(server, "POST", infer, {"host": "attacker.example", "content-type":
                                                          "application/json"}, body)
@@ -335,6 +353,9 @@ def test_cross_site_rebinding_control_and_oversized_requests_are_refused(server,
     status, answer = server.infer([tensor("images", photo[3][:1]), tensor("center", [[1e30, 0]]),
                                    tensor("scale", [1e30])])
     assert status == 400 and "near the image" in answer["error"], answer
+    status, answer = server.infer([tensor("images", photo[3][:1]), tensor("center", [[30, 40]]),
+                                   tensor("scale", [1e-45])])
+    assert status == 400 and "scale must be at least 0.005" in answer["error"], answer
     # the binary extension with data that do not fit the declared shape; JSON nested too deep for the parser
     png = png_header_only_file(32, 32)
     header = json.dumps({"inputs": [{"name": "images", "shape": [5], "datatype": "BYTES",

@@ -237,3 +237,42 @@ def test_a_key_that_would_be_hashed_forever_is_refused(tmp_path):
         started = time.monotonic()
         refused(path, "a dict key that is a tuple|FROZENSET")
         assert time.monotonic() - started < 5
+
+
+# --- Found by the second attack trial
+
+def test_a_zip_entry_that_understates_its_size_is_not_inflated_past_it(tmp_path):
+    """A deflated storage of 256 MiB of zeros (about 256 KB in the file) that declares 16 bytes: the reader stops
+    inflating at 16 and the CRC refuses it; other compression methods than torch's are refused by name."""
+    tensor = op_tensor(op_storage("0", 4), (4,), (1,))
+    path = write_zip(tmp_path / "liar.pt", op_dict(w=tensor), {"0": bytes(256 * 2**20)}, zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as archive:
+        entry = archive.getinfo("archive/data/0")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, entry.header_offset + 22, 16)  # the local header's uncompressed size
+    directory = data.find(b"PK\x01\x02" + data[entry.header_offset + 4:entry.header_offset + 6])
+    while data[directory + 46:directory + 46 + len(entry.filename)] != entry.filename.encode():
+        directory = data.find(b"PK\x01\x02", directory + 4)
+    struct.pack_into("<I", data, directory + 24, 16)  # the central directory's
+    path.write_bytes(bytes(data))
+    assert peak_mib_of(lambda: refused(path, "Bad CRC-32 for file 'archive/data/0'")) < 50
+    bz2 = write_zip(tmp_path / "bz2.pt", op_dict(w=tensor), {"0": bytes(16)}, zipfile.ZIP_BZIP2)
+    refused(bz2, "compressed with method 12; a torch checkpoint's entries are stored")
+
+
+def test_the_legacy_header_cannot_grow_a_memo_or_hash_for_ever(tmp_path):
+    """The header pickles go through the same checked unpickler: a memo index of 2^28 is one entry, and a
+    tuple key (which hashing would walk for ever through the memo) is refused before it is hashed."""
+    memo = tmp_path / "memo.pt"
+    memo.write_bytes(b"\x80\x02Nr\x00\x00\x00\x10.")  # None, stored at memo index 2^28
+    assert peak_mib_of(lambda: refused(memo, "no torch magic number")) < 50
+    key = tmp_path / "key.pt"
+    key.write_bytes(b"\x80\x02}(" + op_tuple(op_int(1)) + op_int(2) + b"u.")
+    refused(key, "a dict key that is a tuple")
+
+
+def test_an_ordered_dict_made_from_pairs_has_its_keys_checked(tmp_path):
+    pairs = op_global("collections", "OrderedDict") + op_tuple(b"(" + op_tuple(op_tuple(op_int(1)), op_int(2)) + b"l") + b"R"
+    refused(write_zip(tmp_path / "pairs.pt", op_dict(state_dict=pairs), {}), "a dict key that is a tuple")
+    good = op_global("collections", "OrderedDict") + op_tuple(b"(" + op_tuple(op_str("a"), op_int(2)) + b"l") + b"R"
+    assert dict(load_torch_file(write_zip(tmp_path / "good.pt", op_dict(state_dict=good), {}))["state_dict"]) == {"a": 2}
