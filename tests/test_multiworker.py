@@ -62,7 +62,7 @@ def command(tmp_path, *extra) -> list[str]:
             "--steps-per-epoch", "2", *extra]
 
 
-STEPS = 24  # per epoch in the kill test
+STEPS = 12  # per epoch in the kill test
 
 
 @pytest.mark.slow

@@ -641,3 +641,36 @@ def test_a_full_queue_answers_503_and_slow_headers_are_cut_off(server, photo):
     assert set(closed) == {"silent", "trickling"}, closed
     assert all(HEADER_TIMEOUT - 1 < seconds < HEADER_TIMEOUT + 10 for seconds in closed.values()), closed
     assert server.infer([tensor("images", photo[3])])[0] == 200
+
+
+def test_json_bodies_of_too_many_values_are_refused_before_kserve_parses_them():
+    """KServe parses JSON on the event loop: a body of millions of numbers would hold up every request. Here the
+    middleware in front of it, in process, with a stand-in for the app behind it (which must not be reached)."""
+    import asyncio
+
+    from keras_hourglass.serving import MAX_JSON_VALUES, LimitsMiddleware
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(await receive())
+
+    async def call(body: bytes, kind: bytes):
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return messages.pop()
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "headers": [(b"content-type", kind)]}
+        await LimitsMiddleware(app, max_body_bytes=8 * 2**20)(scope, receive, send)
+
+    many = b"[" + b"0," * (MAX_JSON_VALUES + 1) + b"0]"
+    asyncio.run(call(many, b"application/json"))
+    assert not reached and sent[0]["status"] == 413 and b"more than 1,048,576 values" in sent[1]["body"]
+    sent.clear()
+    asyncio.run(call(b"[" + b"0," * (MAX_JSON_VALUES - 1) + b"0]", b"application/json"))
+    asyncio.run(call(many, b"application/octet-stream"))  # binary data: commas are bytes, not values
+    assert len(reached) == 2 and not sent
