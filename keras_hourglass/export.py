@@ -225,7 +225,8 @@ def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypo
 
 
 def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None = None) -> str:
-    """Saves a `PoseEstimator` (reuse one across saves: its traced functions are kept); returns `path`.
+    """Saves a `PoseEstimator` (reuse one across saves: its traced functions are kept), or anything with its
+    `archive` and `metadata()` (`keras_hourglass.multiperson.MultiPersonEstimator`); returns `path`.
 
     `extra_files` (`{name: JSON-able}`) go to `assets.extra/` beside the metadata.
     """

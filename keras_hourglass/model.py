@@ -154,20 +154,26 @@ def _batch_norm(name):
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
+def _maybe_batch_norm(x, name, enabled: bool):
+    return _batch_norm(name)(x) if enabled else x
+
+
 class _Blocks:
     """What a builder's choices (`block`, `batch_norm`) make of each block of the network."""
 
     def __init__(self, block: str = "residual", batch_norm: bool = True):
         self.kind, self.batch_norm = block, batch_norm
+        self.suffix = "res" if block == "residual" else "block"  # of the blocks' layer names
 
     def norm(self, x, name):
-        return _batch_norm(name)(x) if self.batch_norm else x
+        return _maybe_batch_norm(x, name, self.batch_norm)
 
     def conv(self, x, filters, name, kernel_size=3, batch_norm=None):
-        """conv (same padding, bias) -> ReLU [-> BN]: the reference's `Conv` of pose-ae-train."""
+        """conv (same padding, bias) -> ReLU [-> BN]: the reference's `Conv` of pose-ae-train; `batch_norm=False`
+        leaves the BN out whatever the network's choice."""
         x = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv")(x)
         x = layers.ReLU(name=f"{name}_relu")(x)
-        return self.norm(x, f"{name}_bn") if (self.batch_norm if batch_norm is None else batch_norm) else x
+        return _maybe_batch_norm(x, f"{name}_bn", self.batch_norm and batch_norm is not False)
 
     def block(self, x, filters, name, batch_norm=None):
         """The network's building block from `x`'s width to `filters`."""
@@ -190,14 +196,13 @@ def residual(x, filters, name, batch_norm: bool = True):
     """
     in_filters = x.shape[-1]
     half = filters // 2
-    norm = _Blocks(batch_norm=batch_norm).norm
-    y = norm(x, f"{name}_bn1")
+    y = _maybe_batch_norm(x, f"{name}_bn1", batch_norm)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(half, 1, name=f"{name}_conv1")(y)
-    y = norm(y, f"{name}_bn2")
+    y = _maybe_batch_norm(y, f"{name}_bn2", batch_norm)
     y = layers.ReLU(name=f"{name}_relu2")(y)
     y = layers.Conv2D(half, 3, padding="same", name=f"{name}_conv2")(y)
-    y = norm(y, f"{name}_bn3")
+    y = _maybe_batch_norm(y, f"{name}_bn3", batch_norm)
     y = layers.ReLU(name=f"{name}_relu3")(y)
     y = layers.Conv2D(filters, 1, name=f"{name}_conv3")(y)
     skip = x if in_filters == filters else layers.Conv2D(filters, 1, name=f"{name}_skip")(x)
@@ -220,7 +225,7 @@ def hourglass(x, depth, filters, name, blocks: _Blocks | None = None, width_incr
         `[batch, height, width, filters]`.
     """
     blocks = blocks or _Blocks()
-    suffix = "res" if blocks.kind == "residual" else "block"
+    suffix = blocks.suffix
     inner = filters + width_increase
     up = blocks.block(x, filters, f"{name}_up{depth}_{suffix}")
     low = layers.MaxPooling2D(2, name=f"{name}_down{depth}_pool")(x)
@@ -299,7 +304,7 @@ def build_stacked_hourglass(
     else:
         x = blocks.norm(x, "stem_bn")
         x = layers.ReLU(name="stem_relu")(x)
-    suffix = "res" if block == "residual" else "block"
+    suffix = blocks.suffix
     x = blocks.block(x, stem_filters[1], f"stem_{suffix}1")
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
     x = blocks.block(x, stem_filters[2], f"stem_{suffix}2")

@@ -26,14 +26,12 @@ names, flip partners, limbs and input size.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
-from keras_hourglass.export import METADATA_FILE, MULTI_PERSON_FORMAT, NORMALIZATION, last_output_shape
-from keras_hourglass.fileio import partial_directory, replace_directory, write_json
+from keras_hourglass.export import MULTI_PERSON_FORMAT, NORMALIZATION, last_output_shape, save_estimator
 from keras_hourglass.joints import COCO_PERSON
 from keras_hourglass.model import stack_outputs
 
@@ -107,11 +105,6 @@ class MultiPersonEstimator:
         }
 
     def save(self, path: str) -> str:
-        """Writes the SavedModel at `path` (replacing one there, atomically); returns `path`."""
-        path = os.path.abspath(path)
-        temporary = partial_directory(path)
-        self.archive.write_out(temporary, verbose=False)
-        os.makedirs(os.path.join(temporary, os.path.dirname(METADATA_FILE)), exist_ok=True)
-        write_json(os.path.join(temporary, METADATA_FILE), self.metadata())
-        replace_directory(temporary, path)
-        return path
+        """Writes the SavedModel at `path` (replacing one there, atomically), as `save_estimator` writes a
+        single-person one; returns `path`."""
+        return save_estimator(self, path)
