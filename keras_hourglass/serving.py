@@ -737,16 +737,6 @@ def raise_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def uvicorn_protocol_class(http):
-    """The protocol class that uvicorn's `Config(http=...)` names (a class, or a name such as "auto")."""
-    if not isinstance(http, str):
-        return http
-    from uvicorn.config import HTTP_PROTOCOLS
-    from uvicorn.importer import import_from_string
-
-    return import_from_string(HTTP_PROTOCOLS.get(http, http))
-
-
 def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           grpc_port: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float = REQUEST_TIMEOUT,
           on_ready=None, allowed_hosts=(), allow_model_control: bool = False) -> None:
@@ -768,7 +758,9 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
             config.timeout_keep_alive = KEEP_ALIVE  # KServe keeps idle connections 65 s
             # h11, not httptools: h11 refuses a request line and headers over 16 KiB (h11_max_incomplete_event_size);
             # httptools takes any number of header lines and keeps them.
-            config.http = header_timeout_protocol(uvicorn_protocol_class("h11"))
+            from uvicorn.protocols.http.h11_impl import H11Protocol
+
+            config.http = header_timeout_protocol(H11Protocol)
             config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503, before a file descriptor limit is reached
 
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
