@@ -149,7 +149,9 @@ class PoseEstimator:
         crops = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
         images = tf.TensorSpec(None, tf.uint8, name="images")  # any rank: checked in the graph
         self.archive = keras.export.ExportArchive()
-        self.archive.track(model)
+        # not `archive.track(model)`: the endpoints track the variables they use, and tracking the model too
+        # stores every weight twice (its Keras variable and the tf.Variable inside), doubling what is
+        # written, loaded and restored
         # The network is one graph function that every endpoint calls (twice with the flip test): traced once,
         # stored once in the SavedModel, and instantiated once when a server loads it.
         self._network = tf.function(self._last_heatmaps, input_signature=[crops], autograph=False)

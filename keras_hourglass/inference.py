@@ -14,7 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hourglass.pose_model import PoseModel
-from keras_hourglass.transforms import SCALE_UNIT, apply_affine, crop_matrix, invert_affine, warp_image
+from keras_hourglass.transforms import (
+    SCALE_UNIT,
+    apply_affine,
+    box_to_center_scale,
+    crop_matrix,
+    invert_affine,
+    warp_image,
+)
 
 
 def crop_predictor(pose_model: PoseModel, flip_test: bool = False):
@@ -81,6 +88,24 @@ def whole_image_crop(image, image_size):
     matrix = crop_matrix([(width - 1) / 2, (height - 1) / 2], max(height, width) / SCALE_UNIT, image_size)
     crop = (warp_image(image, matrix, image_size) / 255.0).numpy()[None].astype(np.float32)
     return crop, invert_affine(matrix)[None]
+
+
+def box_crops(image, boxes, image_size):
+    """The crops of person boxes in `image`, by the rule of the `boxes` signature (`box_to_center_scale`).
+
+    Args:
+        image: `[height, width, 3]` uint8 RGB.
+        boxes: `[P, 4]` `(x1, y1, x2, y2)` tight person boxes, pixel-centre coordinates.
+        image_size: the model's input `(height, width)`.
+
+    Returns:
+        `(crops [P, *image_size, 3] float32 in [0, 1], transforms [P, 2, 3] crop -> image pixels)`.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    center, scale = box_to_center_scale(boxes[:, :2], boxes[:, 2:])
+    matrix = crop_matrix(center, scale, image_size)
+    crops = [(warp_image(image, one, image_size) / 255.0).numpy() for one in matrix]  # not the image P times
+    return np.stack(crops).astype(np.float32).reshape(-1, *image_size, 3), invert_affine(matrix).numpy()
 
 
 def predict_image(predict, image_size, image) -> tuple[np.ndarray, np.ndarray]:

@@ -78,7 +78,9 @@ class MultiPersonEstimator:
         self.input_size = tuple(model.input_shape[1:3])
         self.heatmap_size = tuple(last_output_shape(model)[1:3])
         self.archive = keras.export.ExportArchive()
-        self.archive.track(model)
+        # not `archive.track(model)`: the endpoints track the variables they use, and tracking the model too
+        # stores every weight twice (its Keras variable and the tf.Variable inside), doubling what is
+        # written, loaded and restored
         crops = tf.TensorSpec([None, *self.input_size, 3], tf.float32, name="images")
         self.crops = self.archive.add_endpoint(SIGNATURE, self._crops, input_signature=[crops])
 

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from keras_hourglass.fileio import atomic_path
 from keras_hourglass.joints import JointSpec
@@ -87,18 +88,45 @@ def plot_pose(image, keypoints, spec: JointSpec, scores=None, ground_truth=None,
     return figure
 
 
-def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str | None = None, dpi: int = 100):
-    """The skeleton drawn over the whole image at the image's own resolution (`save_figure(..., dpi=dpi)`).
+PERSON_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                 "tab:olive", "tab:cyan", "tab:gray")
+
+
+def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str | None = None, dpi: int = 100,
+                      boxes=None, labels: Sequence[str] | None = None):
+    """The skeletons drawn over the whole image at the image's own resolution (`save_figure(..., dpi=dpi)`).
 
     The figure is the image's width x height pixels with no margin, the title
     written inside its top-left corner, and lines and dots sized to the image
     (a 1280x720 frame is drawn as 1280x720, not shrunk into a fixed figure).
+
+    Args:
+        keypoints: one person `[K, 2]` (drawn in the left/right/centre
+            colours), or people `[P, K, 2]`, each in its own colour
+            (`PERSON_COLORS`, in turn) with its box and label.
+        scores: `[K]` or `[P, K]`.
+        boxes: people only: `[P, 4]` `(x1, y1, x2, y2)` pixel-centre boxes, drawn as rectangles.
+        labels: people only: one text per person written at its box (e.g. its id).
     """
     height, width = np.shape(image)[:2]
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ax = figure.add_axes((0, 0, 1, 1))
     _show(ax, image)
-    draw_skeleton(ax, keypoints, spec, scores=scores, linewidth=max(1.5, min(height, width) / 150))
+    linewidth = max(1.5, min(height, width) / 150)
+    keypoints = np.asarray(keypoints, np.float64)
+    if keypoints.ndim == 2:
+        draw_skeleton(ax, keypoints, spec, scores=scores, linewidth=linewidth)
+    else:
+        for person, points in enumerate(keypoints):
+            color = PERSON_COLORS[person % len(PERSON_COLORS)]
+            draw_skeleton(ax, points, spec, scores=None if scores is None else scores[person], color=color,
+                          linewidth=linewidth)
+            if boxes is not None:
+                x1, y1, x2, y2 = np.asarray(boxes[person], np.float64)
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth / 2))
+                if labels is not None:
+                    ax.text(x1, y1, labels[person], fontsize=max(6, min(height, width) / 80), color="white",
+                            va="bottom", bbox=dict(boxstyle="round,pad=0.1", fc=color, alpha=0.8, lw=0))
     ax.set_xlim(-0.5, width - 0.5)  # the image's pixels exactly, wherever the keypoints fall
     ax.set_ylim(height - 0.5, -0.5)
     if title:

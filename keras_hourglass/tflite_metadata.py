@@ -158,16 +158,61 @@ def signature_subgraph(model, signature: str):
     return signature_defs[0], model.subgraphs[signature_defs[0].subgraphIndex]
 
 
-def embed_metadata(flatbuffer: bytes, info: dict, signature: str) -> bytes:
+def new_signature_def(model, key: str, function):
+    """A signature `key` for a model object (`flatbuffer_utils`) converted from the concrete function `function`.
+
+    A converted concrete function has no signature; the file's inputs and
+    outputs are the function's flat inputs and outputs in order, which the
+    signature names as the function's keyword inputs and output keys do, so
+    that a runner is called with the same names as the SavedModel's signature.
+    """
+    utils = flatbuffer_utils_module()
+    subgraph = model.subgraphs[0]
+    if not isinstance(function.structured_outputs, dict):
+        raise ValueError(f"the function converted for {key!r} must return a dict of named outputs.")
+    positional, keywords = function.structured_input_signature  # a loaded SavedModel signature takes keywords
+    inputs = [spec.name for spec in positional] + sorted(keywords)
+    outputs = sorted(function.structured_outputs)  # tf.nest flattens a dict in the order of its sorted keys
+    if len(inputs) != len(subgraph.inputs) or len(outputs) != len(subgraph.outputs):
+        raise ValueError(f"the converted {key!r} has {len(subgraph.inputs)} inputs and {len(subgraph.outputs)} "
+                         f"outputs; its function has {inputs} and {outputs}.")
+    signature = utils.schema_fb.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = key, 0
+    signature.inputs, signature.outputs = [], []
+    for names, indices, into in ((inputs, subgraph.inputs, signature.inputs),
+                                 (outputs, subgraph.outputs, signature.outputs)):
+        for name, index in zip(names, indices):
+            entry = utils.schema_fb.TensorMapT()
+            entry.name, entry.tensorIndex = name, int(index)
+            into.append(entry)
+    return signature
+
+
+def add_signature(flatbuffer: bytes, key: str, function) -> bytes:
+    """`flatbuffer`, converted from `function`, with its signature `key` written in (see `new_signature_def`)."""
+    utils = flatbuffer_utils_module()
+    model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    if model.signatureDefs:
+        return flatbuffer
+    model.signatureDefs = [new_signature_def(model, key, function)]
+    return bytes(utils.convert_object_to_bytearray(model))
+
+
+def embed_metadata(flatbuffer: bytes, info: dict, signature: str, function=None) -> bytes:
     """Returns `flatbuffer` with the metadata entries and the associated-file archive added.
 
     Args:
         flatbuffer: a converted model with one signature, `signature`.
         info: the export metadata (`keras_hourglass.export.PoseEstimator.metadata()`).
         signature: the converted signature's key.
+        function: the concrete function `flatbuffer` was converted from,
+            when it has no signature yet: it is written in as `signature`
+            (`new_signature_def`), in the same pass as the metadata.
     """
     utils = flatbuffer_utils_module()
     model = utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    if function is not None and not model.signatureDefs:
+        model.signatureDefs = [new_signature_def(model, signature, function)]
     signature_def, subgraph = signature_subgraph(model, signature)
     by_tensor = {t.tensorIndex: as_text(t.name) for t in signature_def.outputs}
     output_names = [by_tensor[index] for index in subgraph.outputs]

@@ -29,8 +29,12 @@ def test_writes_json_and_png_for_a_real_mpii_image(models, kind, shared_data, tm
                          "--no-flip-test"]) == 0
     report = json.loads((tmp_path / "keypoints.json").read_text())
     assert report["keypoint_names"] == list(MPII.names) and len(report["results"]) == 1
-    keypoints = np.array(report["results"][0]["keypoints"])
-    assert keypoints.shape == (16, 2) and len(report["results"][0]["scores"]) == 16
+    (person,) = report["results"][0]["people"]  # one person filling the image, its box the image's edges
+    keypoints = np.array(person["keypoints"])
+    assert keypoints.shape == (16, 2) and len(person["scores"]) == 16
+    height, width = cv2.imread(str(image)).shape[:2]
+    assert person["box"] == [-0.5, -0.5, width - 0.5, height - 0.5] and person["box_score"] is None
+    assert person["score"] == pytest.approx(np.mean(person["scores"]), abs=1e-3)
     # What the SavedModel's own serving_default signature returns for the image, in image pixels.
     import tensorflow as tf
 
@@ -48,7 +52,8 @@ def test_same_keypoints_from_the_three_formats(models, shared_data, tmp_path):
     for kind in models:
         assert predict.main(["--model", models[kind], "--input", image, "--output", str(tmp_path / kind),
                              "--no-overlays"]) == 0
-        found[kind] = np.array(json.loads((tmp_path / kind / "keypoints.json").read_text())["results"][0]["keypoints"])
+        report = json.loads((tmp_path / kind / "keypoints.json").read_text())
+        found[kind] = np.array(report["results"][0]["people"][0]["keypoints"])
     np.testing.assert_allclose(found["saved"], found["keras"], atol=0.05)
     np.testing.assert_allclose(found["saved"], found["tflite"], atol=0.05)
 
@@ -75,9 +80,62 @@ def test_folder_and_video(models, tmp_path):
     assert sources == ["clip.avi#frame000000", "clip.avi#frame000002", "clip.avi#frame000004"]
 
 
+TWO_PEOPLE = "052475643.jpg"  # two men seated side by side
+TWO_BOXES = [[250.0, 100.0, 420.0, 460.0], [440.0, 110.0, 610.0, 460.0]]  # (x1, y1, x2, y2), pixel centres
+
+
+def coco_detection(image_id, box, score, category_id=1):
+    x1, y1, x2, y2 = box  # COCO boxes run from pixel edges
+    return {"image_id": image_id, "category_id": category_id, "bbox": [x1 + 0.5, y1 + 0.5, x2 - x1, y2 - y1],
+            "score": score}
+
+
+def test_every_box_is_a_person_whose_keypoints_are_the_boxes_signatures(models, shared_data, tmp_path):
+    import cv2
+    import tensorflow as tf
+
+    image = shared_data / "mpii" / "images" / TWO_PEOPLE
+    detections = tmp_path / "detections.json"  # image ids: COCO's number for the file's stem
+    detections.write_text(json.dumps([
+        coco_detection(52475643, TWO_BOXES[1], 0.8), coco_detection(52475643, TWO_BOXES[0], 0.9),
+        coco_detection(52475643, [0, 0, 100, 100], 0.95, category_id=3),  # a car: not a person
+        coco_detection(52475643, [600, 0, 700, 100], 0.2),  # under --min-box-score
+        coco_detection(7, TWO_BOXES[0], 0.9)]))  # an image not among the inputs
+    assert predict.main(["--model", models["saved"], "--input", str(image), "--output", str(tmp_path / "file"),
+                         "--no-flip-test", "--boxes", str(detections), "--min-box-score", "0.5"]) == 0
+    people = json.loads((tmp_path / "file" / "keypoints.json").read_text())["results"][0]["people"]
+    assert [p["box"] for p in people] == TWO_BOXES and [p["box_score"] for p in people] == [0.9, 0.8]
+    signature = tf.saved_model.load(models["saved"]).signatures["boxes"]
+    pixels = cv2.imread(str(image))[..., ::-1].copy()
+    expected = signature(images=tf.constant(np.stack([pixels, pixels])), boxes=tf.constant(TWO_BOXES))
+    np.testing.assert_allclose([p["keypoints"] for p in people], expected["keypoints"].numpy(), atol=0.01)
+    np.testing.assert_allclose([p["scores"] for p in people], expected["scores"].numpy(), atol=1e-4)
+    # the same boxes given on the command line: the same people
+    assert predict.main(["--model", models["tflite"], "--input", str(image), "--output", str(tmp_path / "argv"),
+                         "--no-flip-test", "--box", "250,100,420,460", "--box", "440,110,610,460"]) == 0
+    report = json.loads((tmp_path / "argv" / "keypoints.json").read_text())
+    np.testing.assert_allclose([p["keypoints"] for p in report["results"][0]["people"]],
+                               expected["keypoints"].numpy(), atol=0.05)
+    assert cv2.imread(report["results"][0]["overlay"]).shape == pixels.shape
+
+
+def test_an_image_without_detections_has_no_people(models, tmp_path):
+    from tests.conftest import write_image
+
+    write_image(tmp_path / "000012.jpg", 40, 30)
+    detections = tmp_path / "d.json"
+    detections.write_text(json.dumps([coco_detection("other.jpg", [1, 1, 9, 9], 0.9)]))
+    assert predict.main(["--model", models["saved"], "--input", str(tmp_path / "000012.jpg"), "--output",
+                         str(tmp_path / "o"), "--boxes", str(detections)]) == 0
+    assert json.loads((tmp_path / "o" / "keypoints.json").read_text())["results"][0]["people"] == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--input", "/no/such.jpg"], "/no/such.jpg: no such file or folder"),
     (["--input", __file__], "not an image"),
+    (["--input", __file__, "--box", "1,2,3"], "expected X1,Y1,X2,Y2"),
+    (["--input", __file__, "--box", "5,2,3,9"], "X2 > X1"),
+    (["--input", __file__, "--min-box-score", "0.3"], "--min-box-score applies to --boxes FILE only"),
 ])
 def test_bad_input_is_one_clear_line(models, argv, message, tmp_path, capsys):
     assert message in one_line_error(predict.main, ["--model", models["saved"], "--output", str(tmp_path), *argv],
@@ -98,3 +156,20 @@ def test_a_model_of_another_skeleton_draws_its_own_limbs(tmp_path):
     assert predict.main(["--model", saved, "--input", str(tmp_path / "a.jpg"), "--output", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "keypoints.json").read_text())
     assert report["keypoint_names"] == names and report["limbs"] == [list(limb) for limb in limbs]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"image_id": 1}', "expected a list of detections"),
+    ('[{"image_id": 1, "bbox": [0, 0, 5, 5]}]', "detection 0: missing score"),
+    ('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 1}, {"image_id": 1, "bbox": [0, 0, -5, 5], "score": 1}]',
+     "detection 1: bbox must be [x, y, width, height]"),
+    ('[{"image_id": [1], "bbox": [0, 0, 5, 5], "score": 1}]', "detection 0: image_id must be"),
+    ('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": NaN}]', "detection 0: score must be a finite number"),
+    ("[", "not valid JSON"),
+])
+def test_a_bad_detections_file_is_one_clear_line_before_the_model_loads(content, message, tmp_path, capsys):
+    detections = tmp_path / "d.json"
+    detections.write_text(content)
+    err = one_line_error(predict.main, ["--model", "/no/model", "--input", __file__, "--output", str(tmp_path / "o"),
+                                        "--boxes", str(detections)], capsys)
+    assert str(detections) in err and message in err

@@ -29,6 +29,23 @@ def test_float32_matches_the_keras_model(saved_model, tmp_path):
     assert int8_mac_share(tflite_path) == 0.0
 
 
+def test_the_estimator_in_memory_converts_to_the_same_model_as_its_saved_model(saved_model, tmp_path):
+    """The import converts the graph it holds instead of reading the SavedModel back; same file, same answers."""
+    from keras_hourglass.export import PoseEstimator
+
+    model, codec, path = saved_model
+    from_folder = TFLitePoseModel(convert_saved_model(path, str(tmp_path / "folder.tflite")))
+    estimator = PoseEstimator(model, codec, MPII.names)
+    in_memory_path = convert_saved_model(estimator, str(tmp_path / "memory.tflite"))
+    in_memory = TFLitePoseModel(in_memory_path)
+    crops = np.random.default_rng(1).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    a, b = from_folder.predict(crops), in_memory.predict(crops)
+    assert sorted(a) == sorted(b) == ["heatmaps", "keypoints", "scores"]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert read_metadata(in_memory_path) == read_metadata(str(tmp_path / "folder.tflite"))
+
+
 class _Table:
     """Reads a flatbuffer table by field slot, as any reader of metadata_schema.fbs does."""
 

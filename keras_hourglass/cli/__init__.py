@@ -10,6 +10,8 @@ such line and exit code 1.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import importlib
 import os
 import sys
@@ -80,6 +82,21 @@ def step(what: str):
         print(" failed", flush=True)
         raise
     print(f" {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def release_freed_memory() -> None:
+    """Collects garbage and hands the C heap's free pages back to the system (glibc's `malloc_trim`).
+
+    TensorFlow's TFLite conversion of a full-size 8-stack model leaves about
+    1.3 GB of freed heap in the process; returned, the SavedModel export
+    after it fits in that space, and the import's peak stays that of the
+    conversion (3.3 GB instead of 3.8 GB, 2 cores of an AVX-512 Xeon).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by the process, only not returned
+        pass
 
 
 def normalizer_joint_names(text: str | None) -> tuple | None:

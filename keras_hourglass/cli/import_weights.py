@@ -25,7 +25,7 @@ import contextlib
 import os
 import shutil
 
-from keras_hourglass.cli import quiet_tensorflow, run_command, step
+from keras_hourglass.cli import quiet_tensorflow, release_freed_memory, run_command, step
 from keras_hourglass.fileio import partial_directory, replace_directory, write_json
 from keras_hourglass.joints import COCO_PERSON, JointSpec, get_joint_spec, infer_flip_partners
 from keras_hourglass.reference_weights import FORMATS, POSE_AE, read_checkpoint, unused_keys
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"  input: RGB in [0, 1] minus the mean {tuple(round(m, 4) for m in checkpoint.input_mean)}, "
               "inside the model")
     from keras_hourglass.codec import HeatmapCodec
-    from keras_hourglass.export import export_saved_model
+    from keras_hourglass.export import PoseEstimator, save_estimator
     from keras_hourglass.multiperson import MultiPersonEstimator
     from keras_hourglass.tflite import convert_saved_model
 
@@ -157,17 +157,18 @@ def run(args: argparse.Namespace) -> dict:
         with step("  model.keras"):
             model.save(os.path.join(temporary, "model.keras"))
         if multi_person:
-            with step("  saved_model/ (the network, heatmaps, tags and each joint's candidates)"):
-                saved_model = MultiPersonEstimator(model, spec.names, spec.flip_partners, spec.limbs).save(
-                    os.path.join(temporary, "saved_model"))
+            estimator = MultiPersonEstimator(model, spec.names, spec.flip_partners, spec.limbs)
+            what = "the network, heatmaps, tags and each joint's candidates"
         else:
-            codec = HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine)
-            with step("  saved_model/ (serving signatures" + (", flip test in the graph)" if args.flip_test else ")")):
-                saved_model = export_saved_model(model, os.path.join(temporary, "saved_model"), codec, spec.names,
-                                                 args.flip_test and spec.flip_index is not None, spec.limbs)
-        if args.tflite:
+            estimator = PoseEstimator(model, HeatmapCodec(size, flip_index=spec.flip_index, refine=args.refine),
+                                      spec.names, args.flip_test and spec.flip_index is not None, spec.limbs)
+            what = "serving signatures" + (", flip test in the graph" if args.flip_test else "")
+        if args.tflite:  # from the graph in memory, the one saved next: reading the SavedModel back is slower
             with step("  model.tflite (float32)"):
-                convert_saved_model(saved_model, os.path.join(temporary, "model.tflite"))
+                convert_saved_model(estimator, os.path.join(temporary, "model.tflite"))
+            release_freed_memory()  # the conversion's copies of the weights, before the SavedModel's
+        with step(f"  saved_model/ ({what})"):
+            save_estimator(estimator, os.path.join(temporary, "saved_model"))
         report = {"checkpoint": os.path.abspath(args.checkpoint), "format": checkpoint.format,
                   "num_stacks": checkpoint.num_stacks, "num_keypoints": checkpoint.num_keypoints,
                   "keypoint_names": list(spec.names), "filters": checkpoint.filters, "depth": checkpoint.depth,

@@ -5,14 +5,32 @@
     python predict.py --model runs/synthetic-small/checkpoints/best --input photo.jpg --output out/
     python predict.py --model runs/synthetic-small/model.tflite --input photos/ --output out/
     python predict.py --model model.keras --dataset mpii --input clip.mp4 --every 5 --output out/
+    python predict.py --model imported/hg8/saved_model --input photos/ --boxes detections.json --output out/
+    python predict.py --model imported/hg8/saved_model --input photo.jpg --box 10,20,200,400 --box 300,40,420,380 \
+        --output out/
 
-Each image (or every `--every`-th video frame) is taken to show one person
-filling it, as the SavedModel's `serving_default` signature does: the crop is
-the image padded to a square, through the project's one warp
-(`keras_hourglass.transforms`), and keypoints are mapped back to the image's
-pixels. Writes `keypoints.json` (keypoint names, the skeleton, per image or
-frame the `(x, y)` pixels and scores, and `failed`: the images that could not
-be read, each with the reason) and one overlay PNG per image or frame.
+People: without boxes, each image (or every `--every`-th video frame) is
+taken to show one person filling it, as the SavedModel's `serving_default`
+signature does: the crop is the image padded to a square. With person
+boxes, each box is one person, cropped by the rule of the `boxes` signature
+(the box's centre, its longer side x 1.25 as the scale, as for MPII's
+centre and scale), so that each person's keypoints are that signature's
+answer for the box. Boxes come from `--box X1,Y1,X2,Y2` (repeatable: the
+same boxes on every image or frame; pixel-centre coordinates, as the
+`boxes` signature takes them) or `--boxes FILE`, a COCO detection-results
+JSON (`image_id`, `category_id`, `bbox` `[x, y, width, height]` from pixel
+edges, `score`; only persons, `category_id` 1, scoring at least
+`--min-box-score`). A detection's `image_id` names its image by the file's
+name (`000001.jpg`), its stem (`000001`) or the stem's number (`1`, COCO's
+ids), or, for a video, by the frame's index.
+
+Writes `keypoints.json`: keypoint names, the skeleton, and per image or
+frame its `people`, each with `box` `(x1, y1, x2, y2)` (the image's edges
+when the person fills it), `box_score` (the detection's, or null),
+`keypoints` `(x, y)` image pixels, `scores` per joint and `score` (the mean
+joint score); and `failed`: the images that could not be read, each with
+the reason. One overlay PNG per image or frame draws each person in its own
+colour with its box (one person filling the image: left/right colours).
 
 Every image is decoded whole first (a truncated or garbled file, or one
 smaller than 16 pixels a side, is refused). A bad single image is an error
@@ -26,11 +44,14 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from keras_hourglass.cli import quiet_tensorflow, run_command
 from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAME_MARK = "#frame"  # a video frame's name: clip.mp4#frame000012
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -44,9 +65,35 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                         help="average with the mirrored image's heatmaps, as training evaluates (default on; a model "
                              "with the flip test in its graph is not flipped twice; off for joints without left/right)")
+    boxes = parser.add_mutually_exclusive_group()
+    boxes.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
+                       help="a person box on every image or frame, pixel-centre coordinates (repeat for more people)")
+    boxes.add_argument("--boxes", metavar="FILE",
+                       help="person boxes from a COCO detection-results JSON (image_id, category_id, bbox, score)")
+    parser.add_argument("--min-box-score", type=float, default=0.0,
+                        help="--boxes: keep detections scoring at least this (default 0: all)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     return parser
+
+
+def box_argument(text: str) -> list[float]:
+    """`--box X1,Y1,X2,Y2` as four finite numbers with x2 > x1 and y2 > y1."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]:
+        raise ValueError(f"--box: expected X1,Y1,X2,Y2, four numbers with X2 > X1 and Y2 > Y1; got {text!r}.")
+    return values
+
+
+def detection_keys(name: str) -> list:
+    """The `image_id`s that name an image file `name` (name, stem, the stem's number) or a video frame (its index)."""
+    if FRAME_MARK in name:
+        return [int(name.rpartition(FRAME_MARK)[2])]
+    stem = os.path.splitext(name)[0]
+    return [name, stem] + ([int(stem)] if stem.isdigit() else [])
 
 
 def load_predictor(path: str, spec, flip_test: bool = True):
@@ -100,7 +147,7 @@ def frames(path: str, every: int = 1):
             if not ok:
                 break
             if index % every == 0:
-                yield f"{os.path.basename(path)}#frame{index:06d}", frame[..., ::-1], None
+                yield f"{os.path.basename(path)}{FRAME_MARK}{index:06d}", frame[..., ::-1], None
             index += 1
         video.release()
         return
@@ -119,9 +166,17 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--every must be positive, got {args.every}.")
     if not os.path.exists(args.input):
         raise ValueError(f"{args.input}: no such file or folder.")
+    args.box = [box_argument(text) for text in args.box or []]
+    if args.min_box_score != 0.0 and not args.boxes:
+        raise ValueError("--min-box-score applies to --boxes FILE only.")
+    detections = None
+    if args.boxes:
+        from keras_hourglass.data.coco import read_person_detections
+
+        detections = read_person_detections(args.boxes, args.min_box_score)
     quiet_tensorflow()
     from keras_hourglass.fileio import write_json
-    from keras_hourglass.inference import predict_image
+    from keras_hourglass.inference import box_crops, whole_image_crop
     from keras_hourglass.plotting import plot_pose_overlay, save_figure
 
     spec = get_joint_spec(args.dataset)
@@ -129,26 +184,55 @@ def run(args: argparse.Namespace) -> dict:
     names = pose_model.keypoint_names
     if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
         spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
-    results, failed, overlays = [], [], set()
+    results, failed, overlays, matched = [], [], set(), set()
     for name, image, problem in frames(args.input, args.every):
         if problem:
             print(f"error: {problem}; skipped", file=sys.stderr)
             failed.append({"source": name, "error": problem})
             continue
-        keypoints, scores = predict_image(predict, size, image)
-        entry = {"source": name, "keypoints": keypoints.round(2).tolist(), "scores": scores.round(4).tolist()}
+        height, width = image.shape[:2]
+        if detections is not None:
+            key = next((k for k in detection_keys(name) if k in detections), None)
+            matched.add(key)
+            found = detections.get(key, [])
+            boxes, box_scores = [box for box, _ in found], [score for _, score in found]
+        elif args.box:
+            boxes, box_scores = args.box, [None] * len(args.box)
+        else:  # one person filling the image: its edges as the box
+            boxes, box_scores = [[-0.5, -0.5, width - 0.5, height - 0.5]], [None]
+        if not boxes:
+            keypoints, scores = np.zeros((0, len(names), 2)), np.zeros((0, len(names)))
+        else:
+            crops, transforms = box_crops(image, boxes, size) if detections is not None or args.box \
+                else whole_image_crop(image, size)
+            keypoints, scores = predict(crops, transforms)
+        people = [{"box": np.round(box, 2).tolist(), "box_score": box_score, "keypoints": points.round(2).tolist(),
+                   "scores": peaks.round(4).tolist(), "score": round(float(peaks.mean()), 4)}
+                  for box, box_score, points, peaks in zip(boxes, box_scores, keypoints, scores)]
+        entry = {"source": name, "people": people}
         if not args.no_overlays:
             stem, extension = os.path.splitext(name.replace("#", "_"))
             if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
                 stem = f"{stem}_{extension.lstrip('.')}"
             overlays.add(stem)
-            entry["overlay"] = save_figure(plot_pose_overlay(image, keypoints, spec, scores, title=name),
-                                           os.path.join(args.output, f"{stem}.png"))
+            if args.box or detections is not None:
+                figure = plot_pose_overlay(image, keypoints, spec, scores, title=name, boxes=boxes,
+                                           labels=[f"{i + 1}" for i in range(len(boxes))])
+            else:
+                figure = plot_pose_overlay(image, keypoints[0], spec, scores[0], title=name)
+            entry["overlay"] = save_figure(figure, os.path.join(args.output, f"{stem}.png"))
         results.append(entry)
     report = {"model": args.model, "keypoint_names": list(names), "limbs": [list(limb) for limb in spec.limbs],
               "input_size": list(size), "results": results, "failed": failed}
     path = write_json(os.path.join(args.output, "keypoints.json"), report, indent=1)
-    print(f"{len(results)} image(s) -> {path}" + (f"; {len(failed)} failed (listed there)" if failed else ""))
+    people = sum(len(entry["people"]) for entry in results)
+    print(f"{len(results)} image(s), {people} {'person' if people == 1 else 'people'} -> {path}"
+          + (f"; {len(failed)} failed (listed there)" if failed else ""))
+    if detections is not None:
+        unmatched = len(set(detections) - matched)
+        if unmatched:
+            print(f"note: {unmatched} image id(s) of {args.boxes} named none of the inputs (ids match a file's name, "
+                  "its stem or the stem's number, or a video frame's index)")
     return report
 
 

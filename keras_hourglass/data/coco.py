@@ -100,8 +100,8 @@ def load_coco(
             raise ValueError(f"{where}: bbox must be [x, y, width, height] with positive size, got {bbox.tolist()}.")
         if annotation.get("image_id") not in images:
             raise ValueError(f"{where}: image_id {annotation.get('image_id')} is not in images.")
-        top_left = bbox[:2] - 0.5  # COCO boxes run from pixel edges; ours are pixel centres
-        center, scale = box_to_center_scale(top_left, top_left + bbox[2:])
+        corners = coco_box_corners(bbox)  # COCO boxes run from pixel edges; ours are pixel centres
+        center, scale = box_to_center_scale(corners[:2], corners[2:])
         if pair is None:
             normalizer = max(bbox[2], bbox[3])
         elif labelled[pair].all():
@@ -127,3 +127,64 @@ def load_coco(
         source=path,
         **columns,
     )
+
+
+PERSON_CATEGORY = 1  # COCO's `person`
+MAX_DETECTIONS_FILE = 512 * 2**20  # bytes: COCO val2017's person detections are about 10 MB
+
+
+def coco_box_corners(bbox) -> np.ndarray:
+    """COCO `[x, y, width, height]` (pixel edges) as `(x1, y1, x2, y2)` in this project's pixel-centre coordinates."""
+    x, y, width, height = np.asarray(bbox, np.float64)
+    return np.array([x - 0.5, y - 0.5, x + width - 0.5, y + height - 0.5])
+
+
+def read_person_detections(path: str, min_score: float = 0.0) -> dict:
+    """Person boxes from a COCO detection-results JSON, by image id.
+
+    The file is the format of the COCO keypoint benchmark's person
+    detections: a list of `{"image_id", "category_id", "bbox": [x, y, width,
+    height], "score"}`. Only `category_id` 1 (person) is kept, and only
+    boxes scoring at least `min_score`. Returns `{image_id: [(box, score),
+    ...]}`, boxes as `(x1, y1, x2, y2)` pixel-centre coordinates
+    (`coco_box_corners`), highest score first. A malformed entry is an
+    error that names its index and field; nothing is skipped silently.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise ValueError(f"cannot read the detections file {path}: {error.strerror}.") from None
+    if size > MAX_DETECTIONS_FILE:
+        raise ValueError(f"{path}: {size:,} bytes; a detections file may have at most {MAX_DETECTIONS_FILE:,}.")
+    try:
+        with open(path, "rb") as f:
+            entries = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of detections (COCO results: image_id, category_id, bbox, score), "
+                         f"got a JSON {type(entries).__name__}.")
+    found: dict = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}: detection {index}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with image_id, category_id, bbox, score.")
+        missing = [k for k in ("image_id", "bbox", "score") if k not in entry]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}.")
+        if entry.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
+            continue
+        image_id, bbox, score = entry["image_id"], entry["bbox"], entry["score"]
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            raise ValueError(f"{where}: image_id must be an integer or a string, got {image_id!r}.")
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and np.isfinite(score)):
+            raise ValueError(f"{where}: score must be a finite number, got {score!r}.")
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+                and np.isfinite(bbox).all() and bbox[2] > 0 and bbox[3] > 0):
+            raise ValueError(f"{where}: bbox must be [x, y, width, height], finite, with positive size; got {bbox!r}.")
+        if score >= min_score:
+            found.setdefault(image_id, []).append((coco_box_corners(bbox), float(score)))
+    for boxes in found.values():
+        boxes.sort(key=lambda item: -item[1])
+    return found
