@@ -26,11 +26,15 @@ names, flip partners, limbs and input size.
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import os
+from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_hourglass.codec import AssociativeEmbeddingCodec
 from keras_hourglass.export import MULTI_PERSON_FORMAT, NORMALIZATION, last_output_shape, save_estimator
 from keras_hourglass.joints import COCO_PERSON
 from keras_hourglass.model import stack_outputs
@@ -110,3 +114,122 @@ class MultiPersonEstimator:
         """Writes the SavedModel at `path` (replacing one there, atomically), as `save_estimator` writes a
         single-person one; returns `path`."""
         return save_estimator(self, path)
+
+
+MAX_HEATMAP_VALUE = 10.0  # the reference's `test.py` skips a scale whose merged heatmaps go above this
+
+
+@dataclasses.dataclass
+class MultiPersonModel:
+    """A multi-person SavedModel, loaded: its `crops` signature and what its metadata says.
+
+    Attributes:
+        crops: float32 crops `[N, height, width, 3]` in `[0, 1]` -> NumPy `heatmaps` and `tags` `[N, h, w, 17]`.
+        keypoint_names, limbs: the joints and the skeleton.
+        flip_index: each joint's mirror partner's index.
+        input_size, heatmap_size: `(height, width)` of a crop and of its heatmaps.
+        source: the folder it came from.
+    """
+
+    crops: Callable
+    keypoint_names: list
+    flip_index: list
+    limbs: tuple
+    input_size: tuple
+    heatmap_size: tuple
+    source: str
+    owner: object = None  # keeps the loaded SavedModel (and its variables) alive
+
+
+def is_multi_person(path: str) -> bool:
+    """Whether `path` is a SavedModel folder written by `MultiPersonEstimator` (its metadata says so)."""
+    from keras_hourglass.export import read_saved_model_metadata
+
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return False
+    return read_saved_model_metadata(path).get("format") == MULTI_PERSON_FORMAT
+
+
+def load_multi_person_model(path: str) -> MultiPersonModel:
+    """Loads a multi-person SavedModel (`MultiPersonEstimator.save`); one clear error for anything else."""
+    from keras_hourglass.export import read_saved_model_metadata
+    from keras_hourglass.joints import JointSpec
+
+    metadata = read_saved_model_metadata(path)
+    if metadata.get("format") != MULTI_PERSON_FORMAT:
+        raise ValueError(f"{path}: not a multi-person (Associative Embedding) SavedModel; its metadata format is "
+                         f"{metadata.get('format')!r}.")
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures[SIGNATURE]
+    names = list(metadata["keypoint_names"])
+
+    def crops(images):
+        outputs = signature(images=tf.convert_to_tensor(images, tf.float32))
+        return {"heatmaps": outputs["heatmaps"].numpy(), "tags": outputs["tags"].numpy()}
+
+    spec = JointSpec("multi-person", tuple(names), flip_partners=tuple(map(tuple, metadata.get("flip_partners", ()))))
+    return MultiPersonModel(crops, names, [int(i) for i in spec.flip_index],
+                            tuple(tuple(limb) for limb in metadata.get("limbs", ())), tuple(metadata["input_size"]),
+                            tuple(metadata["heatmap_size"]), path, loaded)
+
+
+def merged_outputs(heatmaps, tags, flip_index=None):
+    """One image's heatmaps `[h, w, J]` and tags `[h, w, J, D]` from the network's outputs, as the reference's
+    `test.py` merges them (one scale).
+
+    Args:
+        heatmaps, tags: `[N, h, w, J]` for the crop and, with `flip_index`, its mirror image second (N = 2).
+        flip_index: the flip test: the mirror's maps are mirrored back and their joints swapped with their
+            partners; the heatmaps are averaged, the tags kept side by side (D = 2). Without it, D = 1.
+
+    Returns:
+        `(heatmaps, tags)`, the heatmaps capped at 1 as the reference does, or `None` where the heatmaps go
+        above `MAX_HEATMAP_VALUE` (the reference then finds nobody at that scale).
+    """
+    heatmaps, tags = np.asarray(heatmaps, np.float32), np.asarray(tags, np.float32)
+    if flip_index is None:
+        merged, merged_tags = heatmaps[0], tags[0][..., None]
+    else:
+        mirrored = heatmaps[1][:, ::-1][..., flip_index]
+        merged = heatmaps[0] + mirrored
+        merged_tags = np.stack([tags[0], tags[1][:, ::-1][..., flip_index]], axis=-1)
+        if merged.max() > MAX_HEATMAP_VALUE:  # the reference tests the sum, before halving it
+            return None
+        return np.minimum(merged / 2, 1), merged_tags
+    if merged.max() > MAX_HEATMAP_VALUE:
+        return None
+    return np.minimum(merged, 1), merged_tags
+
+
+def predict_people(model: MultiPersonModel, image, codec: AssociativeEmbeddingCodec | None = None,
+                   flip_test: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every person in one image, bottom-up: `(keypoints [P, J, 2] image pixels, scores [P, J], person scores [P])`.
+
+    The reference's `test.py` `multiperson` at one scale: the whole image,
+    padded to a square, is resized to the model's input (its longer side
+    fills the crop, no margin); the network runs on it and, with
+    `flip_test`, on its mirror image (`merged_outputs`); `codec` (default
+    `AssociativeEmbeddingCodec()`, the reference's settings) groups the
+    joints; keypoints go back from heatmap to image pixels. Conventions:
+    pixel centres at integer coordinates throughout, the crop centred on the
+    image's middle `((width - 1) / 2, (height - 1) / 2)`; the reference
+    centres it on `(width / 2, height / 2)` in OpenCV's pixel-centre
+    coordinates, half a pixel off, which moves its crop by half a pixel x
+    input size / longer side. A joint a person lacks scores 0.
+    """
+    from keras_hourglass.inference import whole_image_crop
+
+    codec = codec or AssociativeEmbeddingCodec()
+    crop, transform = whole_image_crop(image, model.input_size)
+    batch = np.concatenate([crop, crop[:, :, ::-1]]) if flip_test else crop
+    outputs = model.crops(batch)
+    merged = merged_outputs(outputs["heatmaps"], outputs["tags"], model.flip_index if flip_test else None)
+    joints = len(model.keypoint_names)
+    if merged is None:
+        return np.zeros((0, joints, 2), np.float32), np.zeros((0, joints), np.float32), np.zeros(0, np.float32)
+    keypoints, scores, person_scores = codec.decode_people(*merged)
+    stride = np.array(model.input_size[::-1], np.float32) / np.array(model.heatmap_size[::-1], np.float32)
+    in_crop = (keypoints + 0.5) * stride - 0.5  # heatmap pixel centres -> crop pixel centres
+    transform = np.asarray(transform[0], np.float32)
+    in_image = in_crop @ transform[:, :2].T + transform[:, 2]
+    return in_image.astype(np.float32), scores, person_scores

@@ -104,7 +104,7 @@ def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str
         keypoints: one person `[K, 2]` (drawn in the left/right/centre
             colours), or people `[P, K, 2]`, each in its own colour
             (`PERSON_COLORS`, in turn) with its box and label.
-        scores: `[K]` or `[P, K]`.
+        scores: `[K]` or `[P, K]`; people's joints scoring 0 or less (not found) are not drawn.
         boxes: people only: `[P, 4]` `(x1, y1, x2, y2)` pixel-centre boxes, drawn as rectangles.
         labels: people only: one text per person written at its box (e.g. its id).
     """
@@ -119,8 +119,9 @@ def plot_pose_overlay(image, keypoints, spec: JointSpec, scores=None, title: str
     else:
         for person, points in enumerate(keypoints):
             color = PERSON_COLORS[person % len(PERSON_COLORS)]
-            draw_skeleton(ax, points, spec, scores=None if scores is None else scores[person], color=color,
-                          linewidth=linewidth)
+            found = None if scores is None else np.asarray(scores[person]) > 0  # a joint it lacks scores 0
+            draw_skeleton(ax, points, spec, scores=None if scores is None else scores[person], visible=found,
+                          color=color, linewidth=linewidth)
             if boxes is not None:
                 x1, y1, x2, y2 = np.asarray(boxes[person], np.float64)
                 ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth / 2))

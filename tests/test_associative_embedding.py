@@ -13,8 +13,9 @@ import pytest
 from keras_hourglass.codec import AE_JOINT_ORDER, AssociativeEmbeddingCodec
 from tests.conftest import ROOT
 
-FIXTURES = sorted(path for path in (ROOT / "tests" / "data" / "associative_embedding").glob("*.npz")
-                  if not path.stem.startswith("ae_"))  # ae_*: the checkpoint fixtures, below
+FIXTURE_DIR = ROOT / "tests" / "data" / "associative_embedding"
+FIXTURES = sorted(path for path in FIXTURE_DIR.glob("*.npz")  # ae_*: the checkpoint fixtures, below; multiperson_*:
+                  if not path.stem.startswith(("ae_", "multiperson_")))  # the whole one-scale prediction
 
 
 def test_the_fixtures_are_all_there():
@@ -36,6 +37,38 @@ def test_people_equal_the_reference_decoding(path):
     first_pass = found & (reference[:, :, 2] != 1)
     np.testing.assert_allclose(scores[first_pass], reference[:, :, 2][first_pass], rtol=0, atol=1e-6)
     assert np.all(person_scores <= scores.max(axis=1, initial=0) + 1e-6)
+
+
+def test_the_flip_test_and_the_way_back_to_the_image_equal_the_reference_multiperson():
+    """The reference's `multiperson` after its network: the mirror's maps merged, people found, pixels mapped back."""
+    from keras_hourglass.joints import COCO_PERSON
+    from keras_hourglass.multiperson import merged_outputs
+
+    fixture = np.load(FIXTURE_DIR / "multiperson_flip.npz")
+    heatmaps, tags = merged_outputs(fixture["heatmaps"], fixture["tags"], COCO_PERSON.flip_index)
+    assert tags.shape == (128, 128, 17, 2) and heatmaps.max() <= 1
+    keypoints, scores, person_scores = AssociativeEmbeddingCodec().decode_people(heatmaps, tags)
+    reference = fixture["people"]  # image pixels; value 1 marks a joint of the second pass
+    assert len(reference) == len(keypoints) == 3
+    # ours are heatmap pixel centres: the reference's pixel corners are half a pixel more, times 4 in its crop
+    corners = (keypoints + 0.5) * 4
+    in_image = corners @ fixture["mat"][:, :2].T + fixture["mat"][:, 2]
+    np.testing.assert_allclose(in_image, reference[..., :2], atol=1e-3)
+    np.testing.assert_allclose(person_scores, fixture["scores"], atol=1e-6)
+    first_pass = reference[..., 2] < 1
+    np.testing.assert_allclose(scores[first_pass], reference[..., 2][first_pass], atol=1e-6)
+
+
+def test_maps_above_ten_are_nobody_as_in_the_reference():
+    from keras_hourglass.multiperson import merged_outputs
+
+    heatmaps = np.zeros((2, 8, 8, 17), np.float32)
+    heatmaps[0, 3, 3, 0] = 10.5
+    assert merged_outputs(heatmaps, heatmaps, list(range(17))) is None
+    assert merged_outputs(heatmaps[:1], heatmaps[:1]) is None
+    heatmaps[0, 3, 3, 0] = 9.5  # kept, and capped at 1 after the mean
+    merged, tags = merged_outputs(heatmaps, heatmaps, list(range(17)))
+    assert merged.max() == 1 and tags.shape == (8, 8, 17, 2)
 
 
 def test_two_people_told_apart_by_their_tags():
@@ -205,10 +238,13 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
     import cv2
 
     cv2.imwrite(image, np.zeros((40, 40, 3), np.uint8))
-    for model in (imported / "saved_model", imported / "model.tflite"):
-        line = one_line_error(predict.main, ["--model", str(model), "--input", image, "--output",
-                                             str(tmp_path / "out")], capsys)
-        assert f"{model}: a multi-person model" in line and "AssociativeEmbeddingCodec" in line
+    model = imported / "model.tflite"  # predict takes the SavedModel (below), not yet the multi-person .tflite
+    line = one_line_error(predict.main, ["--model", str(model), "--input", image, "--output", str(tmp_path / "out")],
+                          capsys)
+    assert f"{model}: a multi-person model" in line and "AssociativeEmbeddingCodec" in line
+    line = one_line_error(predict.main, ["--model", str(imported / "saved_model"), "--input", image, "--output",
+                                         str(tmp_path / "out"), "--box", "1,1,9,9"], capsys)
+    assert "finds every person itself" in line
     line = one_line_error(evaluate.main, ["--model", str(imported / "saved_model"), "--dataset", "synthetic",
                                           "--annotations", str(tiny_synthetic + "/valid.h5"), "--image-dir",
                                           str(tiny_synthetic + "/images")], capsys)
@@ -218,3 +254,42 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
     assert "a multi-person model" in line
     line = one_line_error(serve.main, [str(imported / "saved_model"), "--port", str(free_port())], capsys)
     assert "a multi-person model" in line
+
+
+def test_predict_finds_people_bottom_up_on_a_real_photo(imported, shared_data, tmp_path):
+    """predict.py with the imported multi-person SavedModel: the whole photo, its mirror, the people mapped back."""
+    import json
+
+    import cv2
+    import tensorflow as tf
+
+    from keras_hourglass.cli import predict
+    from keras_hourglass.inference import whole_image_crop
+    from keras_hourglass.joints import COCO_PERSON
+    from keras_hourglass.multiperson import merged_outputs
+
+    photo = shared_data / "mpii" / "images" / "052475643.jpg"
+    # the fixture network's weights are the reference's initial ones: its heatmaps peak near 0.14
+    assert predict.main(["--model", str(imported / "saved_model"), "--input", str(photo), "--output",
+                         str(tmp_path), "--detection-threshold", "0.05"]) == 0
+    report = json.loads((tmp_path / "keypoints.json").read_text())
+    assert report["keypoint_names"] == list(COCO_PERSON.names) and report["input_size"] == [64, 64]
+    people = report["results"][0]["people"]
+    # the same steps by hand: the crop and its mirror through the signature, merged, decoded, mapped back
+    image = cv2.imread(str(photo))[..., ::-1].copy()
+    crop, transform = whole_image_crop(image, (64, 64))
+    transform = np.asarray(transform)
+    outputs = tf.saved_model.load(str(imported / "saved_model")).signatures["crops"](
+        images=tf.constant(np.concatenate([crop, crop[:, :, ::-1]])))
+    merged = merged_outputs(outputs["heatmaps"].numpy(), outputs["tags"].numpy(), COCO_PERSON.flip_index)
+    keypoints, scores, person_scores = AssociativeEmbeddingCodec(detection_threshold=0.05).decode_people(*merged)
+    assert len(people) == len(keypoints) > 1
+    in_image = ((keypoints + 0.5) * 4 - 0.5) @ transform[0][:, :2].T + transform[0][:, 2]
+    written = np.array([[[np.nan] * 2 if xy is None else xy for xy in p["keypoints"]] for p in people], float)
+    np.testing.assert_array_equal(np.isnan(written[..., 0]), scores <= 0)  # a joint a person lacks: null
+    np.testing.assert_allclose(written[scores > 0], in_image[scores > 0], atol=0.01)
+    np.testing.assert_allclose([p["score"] for p in people], person_scores, atol=1e-4)
+    for person, points, found in zip(people, in_image, scores > 0):
+        np.testing.assert_allclose(person["box"], [*points[found].min(0), *points[found].max(0)], atol=0.01)
+    overlay = cv2.imread(report["results"][0]["overlay"])
+    assert overlay.shape == image.shape

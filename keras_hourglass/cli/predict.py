@@ -24,6 +24,14 @@ edges, `score`; only persons, `category_id` 1, scoring at least
 name (`000001.jpg`), its stem (`000001`) or the stem's number (`1`, COCO's
 ids), or, for a video, by the frame's index.
 
+A multi-person SavedModel (an imported pose-ae-train network, Associative
+Embedding) finds every person itself, bottom-up: the whole image and its
+mirror image go through the network, and the joints are grouped into people
+by their tags (`keras_hourglass.multiperson.predict_people`, the reference's
+`test.py` at one scale; `--detection-threshold`, default its 0.1). Each
+person's box then bounds its joints; a joint it lacks has `null` keypoints
+and score 0. Boxes are not taken with such a model.
+
 Writes `keypoints.json`: keypoint names, the skeleton, and per image or
 frame its `people`, each with `box` `(x1, y1, x2, y2)` (the image's edges
 when the person fills it), `box_score` (the detection's, or null),
@@ -72,6 +80,9 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
                        help="person boxes from a COCO detection-results JSON (image_id, category_id, bbox, score)")
     parser.add_argument("--min-box-score", type=float, default=0.0,
                         help="--boxes: keep detections scoring at least this (default 0: all)")
+    parser.add_argument("--detection-threshold", type=float, default=None,
+                        help="multi-person models: the lowest heatmap value a joint is found at (default 0.1, the "
+                             "reference's)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     return parser
@@ -94,6 +105,12 @@ def detection_keys(name: str) -> list:
         return [int(name.rpartition(FRAME_MARK)[2])]
     stem = os.path.splitext(name)[0]
     return [name, stem] + ([int(stem)] if stem.isdigit() else [])
+
+
+def rounded(values, decimals: int) -> list:
+    """`values` as JSON lists rounded to `decimals` (through float64, so that 12.84 is written as 12.84); NaN as null."""
+    values = np.round(np.asarray(values, np.float64), decimals)
+    return np.where(np.isnan(values), None, values).tolist()
 
 
 def load_predictor(path: str, spec, flip_test: bool = True):
@@ -179,11 +196,30 @@ def run(args: argparse.Namespace) -> dict:
     from keras_hourglass.inference import box_crops, whole_image_crop
     from keras_hourglass.plotting import plot_pose_overlay, save_figure
 
+    from keras_hourglass.multiperson import is_multi_person, load_multi_person_model, predict_people
+
+    multi_person = os.path.isdir(args.model) and is_multi_person(args.model)
+    if multi_person and (args.box or detections is not None):
+        raise ValueError(f"{args.model}: a multi-person model finds every person itself; --box and --boxes are for "
+                         "single-person models (one person per box).")
+    if args.detection_threshold is not None and not multi_person:
+        raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per crop.")
     spec = get_joint_spec(args.dataset)
-    predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
-    names = pose_model.keypoint_names
-    if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
-        spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
+    if multi_person:
+        from keras_hourglass.codec import AssociativeEmbeddingCodec
+
+        threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
+        if not 0 <= threshold < 1:
+            raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got {threshold}.")
+        codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
+        model = load_multi_person_model(args.model)
+        names, size = model.keypoint_names, model.input_size
+        spec = JointSpec("multi-person", tuple(names), limbs=model.limbs)
+    else:
+        predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
+        names = pose_model.keypoint_names
+        if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
+            spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
     results, failed, overlays, matched = [], [], set(), set()
     for name, image, problem in frames(args.input, args.every):
         if problem:
@@ -191,7 +227,12 @@ def run(args: argparse.Namespace) -> dict:
             failed.append({"source": name, "error": problem})
             continue
         height, width = image.shape[:2]
-        if detections is not None:
+        if multi_person:  # bottom-up: the people found, each boxed by its joints
+            keypoints, scores, person_scores = predict_people(model, image, codec, flip_test=args.flip_test)
+            boxes = [np.concatenate([points[found].min(0), points[found].max(0)])
+                     for points, found in zip(keypoints, scores > 0)]
+            box_scores = [None] * len(boxes)
+        elif detections is not None:
             key = next((k for k in detection_keys(name) if k in detections), None)
             matched.add(key)
             found = detections.get(key, [])
@@ -200,22 +241,28 @@ def run(args: argparse.Namespace) -> dict:
             boxes, box_scores = args.box, [None] * len(args.box)
         else:  # one person filling the image: its edges as the box
             boxes, box_scores = [[-0.5, -0.5, width - 0.5, height - 0.5]], [None]
-        if not boxes:
+        if multi_person:
+            pass
+        elif not boxes:
             keypoints, scores = np.zeros((0, len(names), 2)), np.zeros((0, len(names)))
+            person_scores = np.zeros(0)
         else:
             crops, transforms = box_crops(image, boxes, size) if detections is not None or args.box \
                 else whole_image_crop(image, size)
             keypoints, scores = predict(crops, transforms)
-        people = [{"box": np.round(box, 2).tolist(), "box_score": box_score, "keypoints": points.round(2).tolist(),
-                   "scores": peaks.round(4).tolist(), "score": round(float(peaks.mean()), 4)}
-                  for box, box_score, points, peaks in zip(boxes, box_scores, keypoints, scores)]
+            person_scores = scores.mean(axis=1)
+        if multi_person:  # a joint the person lacks: no position
+            keypoints = np.where((scores > 0)[..., None], keypoints, np.nan)
+        people = [{"box": rounded(box, 2), "box_score": box_score, "keypoints": rounded(points, 2),
+                   "scores": rounded(peaks, 4), "score": round(float(score), 4)}
+                  for box, box_score, points, peaks, score in zip(boxes, box_scores, keypoints, scores, person_scores)]
         entry = {"source": name, "people": people}
         if not args.no_overlays:
             stem, extension = os.path.splitext(name.replace("#", "_"))
             if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
                 stem = f"{stem}_{extension.lstrip('.')}"
             overlays.add(stem)
-            if args.box or detections is not None:
+            if multi_person or args.box or detections is not None:
                 figure = plot_pose_overlay(image, keypoints, spec, scores, title=name, boxes=boxes,
                                            labels=[f"{i + 1}" for i in range(len(boxes))])
             else:

@@ -10,6 +10,7 @@ left out, background noise) go through the reference's own `test.py` decoding: `
 .parse` (NMS, top 30, matching by tag, quarter-pixel adjustment) and then `refine` for each person (the second pass
 that fills missing joints from the person's mean tag), as its `multiperson` calls them. The fixture holds the
 inputs and the reference's people, `[P, 17, 3 + D]`: x, y (pixel corners: add 0.5 to a pixel index), value, tags.
+`multiperson_flip.npz` is the reference's whole `multiperson` after its network (`multiperson_case`).
 """
 
 import sys
@@ -61,5 +62,49 @@ def main(reference: str, output: str):
         print(name, np.shape(grouped))
 
 
+COCO_FLIP = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]  # the reference's `ref.flipRef`
+
+
+def multiperson_case(rng, output: str):
+    """The reference's whole one-scale `multiperson` after the network: flip merge, decoding, mapping back.
+
+    Its network is replaced by two fixed outputs, for the crop and for its mirror image (the mirror's are the
+    first's mirrored back with partners swapped, plus noise), on a 854x480 image (the size of the MPII photo
+    of two seated men): the fixture holds both outputs in this project's layout (`[2, H, W, 17]`), the
+    reference's crop matrix inverse (`mat`, crop pixel corners -> image), its people in image pixels and
+    their scores.
+    """
+    import test as reference_test
+
+    det, tag = person_maps(rng, 128, 3, 1, 0.05)
+    mirror_det = det[COCO_FLIP][:, :, ::-1] + rng.uniform(0, 0.02, det.shape).astype(np.float32)
+    mirror_tag = tag[COCO_FLIP][:, :, ::-1, 0] + rng.normal(0, 0.05, det.shape).astype(np.float32)
+    half = [a.astype(np.float16) for a in (det, tag[..., 0], mirror_det, mirror_tag)]  # stored as float16:
+    det, tag, mirror_det, mirror_tag = (a.astype(np.float32) for a in half)  # the reference decodes those values
+    calls = iter([(det, tag), (mirror_det, mirror_tag)])
+
+    def network(inputs):
+        heatmaps, tags = next(calls)
+        out = np.zeros((1, 1, 68, 128, 128), np.float32)  # [N, stacks, channels, H, W]
+        out[0, 0, :17], out[0, 0, 17:34] = heatmaps, tags
+        return [out]
+
+    image = np.zeros((480, 854, 3), np.uint8)
+    people, scores = reference_test.multiperson(image, network, "single")
+    height, width = image.shape[:2]
+    crop = reference_test.get_transform((width / 2, height / 2), max(height, width) / 200, (512, 512))
+    np.savez_compressed(f"{output}/multiperson_flip.npz",
+                        heatmaps=np.stack([det, mirror_det]).transpose(0, 2, 3, 1).astype(np.float16),
+                        tags=np.stack([tag, mirror_tag]).transpose(0, 2, 3, 1).astype(np.float16),
+                        image_size=np.array([height, width]), mat=np.linalg.pinv(crop)[:2],
+                        people=np.asarray(people, np.float32).reshape(-1, 17, 5), scores=np.float32(scores))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    reference, output = sys.argv[1], sys.argv[2]
+    main(reference, output)
+    sys.modules["data.coco_pose.ref"].flipRef = COCO_FLIP
+    import test as reference_test
+
+    reference_test.flipRef = COCO_FLIP
+    multiperson_case(np.random.default_rng(1), output)
