@@ -53,3 +53,13 @@ def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo():
     assert "logical CPUs; integer features: " in line
     assert all(name in FEATURES for name in line.split("integer features: ")[1].split(";")[0].split()
                if name != "none" and name != "found")
+
+
+def test_the_grouping_benchmark_draws_people_that_the_codec_finds():
+    from bench.grouping_speed import scene
+    from keras_hourglass.codec import AssociativeEmbeddingCodec
+
+    for people in (0, 1, 5):
+        heatmaps, tags = scene(people)
+        assert heatmaps.shape == (128, 128, 17) and tags.shape == (128, 128, 17, 2)
+        assert len(AssociativeEmbeddingCodec().decode(heatmaps, tags)[0]) == people
