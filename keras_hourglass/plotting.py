@@ -240,6 +240,15 @@ def plot_pck_curves(curves: Mapping[str, tuple], metric: str = "PCK", title: str
     return figure
 
 
+def figure_pixels(figure) -> np.ndarray:
+    """The figure drawn as RGB `uint8` pixels `[height, width, 3]` (for a video frame)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def save_figure(figure, path: str, dpi: int = 100) -> str:
     """Writes the figure to `path` (temporary file, then rename); returns `path`."""
     with atomic_path(path, keep_extension=True) as temporary:

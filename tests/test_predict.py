@@ -76,8 +76,38 @@ def test_folder_and_video(models, tmp_path):
     writer.release()
     assert predict.main(["--model", models["tflite"], "--input", video, "--output", str(tmp_path / "v"),
                          "--every", "2"]) == 0
-    sources = [r["source"] for r in json.loads((tmp_path / "v" / "keypoints.json").read_text())["results"]]
-    assert sources == ["clip.avi#frame000000", "clip.avi#frame000002", "clip.avi#frame000004"]
+    report = json.loads((tmp_path / "v" / "keypoints.json").read_text())
+    assert [r["source"] for r in report["results"]] == ["clip.avi#frame000000", "clip.avi#frame000002",
+                                                         "clip.avi#frame000004"]
+    overlay = cv2.VideoCapture(report["overlay_video"])  # the overlays as a video, not one PNG a frame
+    assert overlay.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and overlay.get(cv2.CAP_PROP_FPS) == 2.5
+    assert (overlay.get(cv2.CAP_PROP_FRAME_WIDTH), overlay.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (32, 24)
+    assert not list((tmp_path / "v").glob("*.png")) and not list((tmp_path / "v").glob("*partial*"))
+
+
+def test_people_in_a_video_keep_their_ids_and_can_be_smoothed(models, shared_data, tmp_path):
+    import cv2
+
+    photo = cv2.imread(str(shared_data / "mpii" / "images" / TWO_PEOPLE))
+    video = str(tmp_path / "two.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10, photo.shape[1::-1])
+    for shift in range(4):  # the two men, the camera panning a pixel a frame
+        writer.write(np.roll(photo, shift, axis=1))
+    writer.release()
+    boxes = ["--box", "250,100,420,460", "--box", "440,110,610,460"]
+    runs = {}
+    for flag in ("--no-flip-test", "--smooth"):
+        assert predict.main(["--model", models["saved"], "--input", video, "--output", str(tmp_path / flag),
+                             "--no-flip-test", *boxes, *([flag] if flag == "--smooth" else [])]) == 0
+        runs[flag] = json.loads((tmp_path / flag / "keypoints.json").read_text())
+    plain, smooth = runs["--no-flip-test"], runs["--smooth"]
+    assert [[p["id"] for p in r["people"]] for r in plain["results"]] == [[1, 2]] * 4
+    assert plain["smoothing"] is None and smooth["smoothing"] == "one-euro" and plain["fps"] == 10
+    first = [np.array([p["keypoints"] for p in r["people"]]) for r in (plain["results"][0], smooth["results"][0])]
+    np.testing.assert_array_equal(*first)  # the first frame as it is
+    later = [np.array([p["keypoints"] for p in r["people"]]) for r in (plain["results"][3], smooth["results"][3])]
+    assert np.abs(later[0] - later[1]).max() > 0
+    assert cv2.VideoCapture(smooth["overlay_video"]).get(cv2.CAP_PROP_FRAME_COUNT) == 4
 
 
 TWO_PEOPLE = "052475643.jpg"  # two men seated side by side
@@ -136,6 +166,8 @@ def test_an_image_without_detections_has_no_people(models, tmp_path):
     (["--input", __file__, "--box", "1,2,3"], "expected X1,Y1,X2,Y2"),
     (["--input", __file__, "--box", "5,2,3,9"], "X2 > X1"),
     (["--input", __file__, "--min-box-score", "0.3"], "--min-box-score applies to --boxes FILE only"),
+    (["--input", __file__, "--smooth"], "--smooth is for a video"),
+    (["--input", __file__, "--detection-threshold", "0.2"], "--detection-threshold is for multi-person models"),
 ])
 def test_bad_input_is_one_clear_line(models, argv, message, tmp_path, capsys):
     assert message in one_line_error(predict.main, ["--model", models["saved"], "--output", str(tmp_path), *argv],

@@ -49,12 +49,14 @@ and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 import numpy as np
 
 from keras_hourglass.cli import quiet_tensorflow, run_command
+from keras_hourglass.fileio import PARTIAL
 from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -84,6 +86,8 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
                         help="multi-person models: the lowest heatmap value a joint is found at (default 0.1, the "
                              "reference's)")
     parser.add_argument("--every", type=int, default=1, help="video: every N-th frame")
+    parser.add_argument("--smooth", action="store_true",
+                        help="video: smooth each person's keypoints over time (1-euro filter)")
     parser.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     return parser
 
@@ -177,6 +181,73 @@ def frames(path: str, every: int = 1):
     yield os.path.basename(path), image, None
 
 
+class People:
+    """Finds the people of one image: `find(name, image) -> (boxes, box scores, keypoints, scores, person scores)`.
+
+    Bottom-up with a multi-person model; otherwise top-down, one person per
+    box (from `--box`, from the detections by the image's id, or the whole
+    image). Keypoints `[P, K, 2]` are image pixels; a joint a multi-person
+    model did not find is NaN with score 0.
+    """
+
+    def __init__(self, args: argparse.Namespace, detections: dict | None):
+        from keras_hourglass.multiperson import is_multi_person, load_multi_person_model
+
+        self.args, self.detections, self.matched = args, detections, set()
+        self.multi_person = os.path.isdir(args.model) and is_multi_person(args.model)
+        if self.multi_person and (args.box or detections is not None):
+            raise ValueError(f"{args.model}: a multi-person model finds every person itself; --box and --boxes are "
+                             "for single-person models (one person per box).")
+        if args.detection_threshold is not None and not self.multi_person:
+            raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per "
+                             "crop.")
+        if self.multi_person:
+            from keras_hourglass.codec import AssociativeEmbeddingCodec
+
+            threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
+            if not 0 <= threshold < 1:
+                raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got "
+                                 f"{threshold}.")
+            self.codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
+            self.model = load_multi_person_model(args.model)
+            self.names, self.size = self.model.keypoint_names, self.model.input_size
+            self.spec = JointSpec("multi-person", tuple(self.names), limbs=self.model.limbs)
+        else:
+            self.spec = get_joint_spec(args.dataset)
+            self.predict, self.size, pose_model = load_predictor(args.model, self.spec, args.flip_test)
+            self.names = pose_model.keypoint_names
+            if list(self.names) != list(self.spec.names):  # a model of another skeleton: its own names and limbs
+                self.spec = JointSpec("custom", tuple(self.names), limbs=pose_model.limbs)
+        self.boxed = self.multi_person or bool(args.box) or detections is not None  # else: one filling the image
+
+    def find(self, name: str, image):
+        from keras_hourglass.inference import box_crops, whole_image_crop
+        from keras_hourglass.multiperson import predict_people
+
+        if self.multi_person:  # bottom-up: the people found, each boxed by its joints
+            keypoints, scores, person_scores = predict_people(self.model, image, self.codec,
+                                                              flip_test=self.args.flip_test)
+            keypoints = np.where((scores > 0)[..., None], keypoints, np.nan)  # a joint the person lacks
+            boxes = [np.concatenate([np.nanmin(points, 0), np.nanmax(points, 0)]) for points in keypoints]
+            return boxes, [None] * len(boxes), keypoints, scores, person_scores
+        height, width = image.shape[:2]
+        if self.detections is not None:
+            key = next((k for k in detection_keys(name) if k in self.detections), None)
+            self.matched.add(key)
+            found = self.detections.get(key, [])
+            boxes, box_scores = [box for box, _ in found], [score for _, score in found]
+        elif self.args.box:
+            boxes, box_scores = self.args.box, [None] * len(self.args.box)
+        else:  # one person filling the image: its edges as the box
+            boxes, box_scores = [[-0.5, -0.5, width - 0.5, height - 0.5]], [None]
+        if not boxes:
+            joints = len(self.names)
+            return [], [], np.zeros((0, joints, 2)), np.zeros((0, joints)), np.zeros(0)
+        crops, transforms = box_crops(image, boxes, self.size) if self.boxed else whole_image_crop(image, self.size)
+        keypoints, scores = self.predict(crops, transforms)
+        return boxes, box_scores, keypoints, scores, scores.mean(axis=1)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Predicts every image or frame; a bad one in a folder is named and skipped, and `failed` counts them."""
     if args.every < 1:
@@ -186,6 +257,9 @@ def run(args: argparse.Namespace) -> dict:
     args.box = [box_argument(text) for text in args.box or []]
     if args.min_box_score != 0.0 and not args.boxes:
         raise ValueError("--min-box-score applies to --boxes FILE only.")
+    video = os.path.isfile(args.input) and args.input.lower().endswith(VIDEO_EXTENSIONS)
+    if args.smooth and not video:
+        raise ValueError("--smooth is for a video (each person's keypoints over its frames).")
     detections = None
     if args.boxes:
         from keras_hourglass.data.coco import read_person_detections
@@ -193,94 +267,131 @@ def run(args: argparse.Namespace) -> dict:
         detections = read_person_detections(args.boxes, args.min_box_score)
     quiet_tensorflow()
     from keras_hourglass.fileio import write_json
-    from keras_hourglass.inference import box_crops, whole_image_crop
     from keras_hourglass.plotting import plot_pose_overlay, save_figure
 
-    from keras_hourglass.multiperson import is_multi_person, load_multi_person_model, predict_people
-
-    multi_person = os.path.isdir(args.model) and is_multi_person(args.model)
-    if multi_person and (args.box or detections is not None):
-        raise ValueError(f"{args.model}: a multi-person model finds every person itself; --box and --boxes are for "
-                         "single-person models (one person per box).")
-    if args.detection_threshold is not None and not multi_person:
-        raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per crop.")
-    spec = get_joint_spec(args.dataset)
-    if multi_person:
-        from keras_hourglass.codec import AssociativeEmbeddingCodec
-
-        threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
-        if not 0 <= threshold < 1:
-            raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got {threshold}.")
-        codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
-        model = load_multi_person_model(args.model)
-        names, size = model.keypoint_names, model.input_size
-        spec = JointSpec("multi-person", tuple(names), limbs=model.limbs)
-    else:
-        predict, size, pose_model = load_predictor(args.model, spec, args.flip_test)
-        names = pose_model.keypoint_names
-        if list(names) != list(spec.names):  # a model of another skeleton: its own names and limbs
-            spec = JointSpec("custom", tuple(names), limbs=pose_model.limbs)
-    results, failed, overlays, matched = [], [], set(), set()
-    for name, image, problem in frames(args.input, args.every):
-        if problem:
-            print(f"error: {problem}; skipped", file=sys.stderr)
-            failed.append({"source": name, "error": problem})
-            continue
-        height, width = image.shape[:2]
-        if multi_person:  # bottom-up: the people found, each boxed by its joints
-            keypoints, scores, person_scores = predict_people(model, image, codec, flip_test=args.flip_test)
-            boxes = [np.concatenate([points[found].min(0), points[found].max(0)])
-                     for points, found in zip(keypoints, scores > 0)]
-            box_scores = [None] * len(boxes)
-        elif detections is not None:
-            key = next((k for k in detection_keys(name) if k in detections), None)
-            matched.add(key)
-            found = detections.get(key, [])
-            boxes, box_scores = [box for box, _ in found], [score for _, score in found]
-        elif args.box:
-            boxes, box_scores = args.box, [None] * len(args.box)
-        else:  # one person filling the image: its edges as the box
-            boxes, box_scores = [[-0.5, -0.5, width - 0.5, height - 0.5]], [None]
-        if multi_person:
-            pass
-        elif not boxes:
-            keypoints, scores = np.zeros((0, len(names), 2)), np.zeros((0, len(names)))
-            person_scores = np.zeros(0)
-        else:
-            crops, transforms = box_crops(image, boxes, size) if detections is not None or args.box \
-                else whole_image_crop(image, size)
-            keypoints, scores = predict(crops, transforms)
-            person_scores = scores.mean(axis=1)
-        if multi_person:  # a joint the person lacks: no position
-            keypoints = np.where((scores > 0)[..., None], keypoints, np.nan)
-        people = [{"box": rounded(box, 2), "box_score": box_score, "keypoints": rounded(points, 2),
-                   "scores": rounded(peaks, 4), "score": round(float(score), 4)}
-                  for box, box_score, points, peaks, score in zip(boxes, box_scores, keypoints, scores, person_scores)]
-        entry = {"source": name, "people": people}
-        if not args.no_overlays:
-            stem, extension = os.path.splitext(name.replace("#", "_"))
-            if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
-                stem = f"{stem}_{extension.lstrip('.')}"
-            overlays.add(stem)
-            if multi_person or args.box or detections is not None:
-                figure = plot_pose_overlay(image, keypoints, spec, scores, title=name, boxes=boxes,
-                                           labels=[f"{i + 1}" for i in range(len(boxes))])
-            else:
-                figure = plot_pose_overlay(image, keypoints[0], spec, scores[0], title=name)
-            entry["overlay"] = save_figure(figure, os.path.join(args.output, f"{stem}.png"))
-        results.append(entry)
-    report = {"model": args.model, "keypoint_names": list(names), "limbs": [list(limb) for limb in spec.limbs],
-              "input_size": list(size), "results": results, "failed": failed}
+    people_in = People(args, detections)
+    spec = people_in.spec
+    track = VideoTrack(args, people_in.spec) if video else None
+    results, failed, overlays = [], [], set()
+    with contextlib.ExitStack() as cleanup:
+        if track is not None:
+            cleanup.enter_context(track)
+        for name, image, problem in frames(args.input, args.every):
+            if problem:
+                print(f"error: {problem}; skipped", file=sys.stderr)
+                failed.append({"source": name, "error": problem})
+                continue
+            boxes, box_scores, keypoints, scores, person_scores = people_in.find(name, image)
+            ids = None if track is None else track.follow(name, keypoints, scores, boxes)  # smooths with --smooth
+            people = [{"box": rounded(box, 2), "box_score": box_score, "keypoints": rounded(points, 2),
+                       "scores": rounded(peaks, 4), "score": round(float(score), 4)}
+                      for box, box_score, points, peaks, score in zip(boxes, box_scores, keypoints, scores,
+                                                                      person_scores)]
+            for person, person_id in zip(people, ids or []):
+                person["id"] = person_id
+            entry = {"source": name, "people": people}
+            if not args.no_overlays:
+                if people_in.boxed:
+                    labels = [str(i) for i in ids] if ids else [str(i + 1) for i in range(len(boxes))]
+                    figure = plot_pose_overlay(image, keypoints, spec, scores, title=name, boxes=boxes, labels=labels)
+                else:
+                    figure = plot_pose_overlay(image, keypoints[0], spec, scores[0], title=name)
+                if track is not None:
+                    track.write(figure)
+                else:
+                    stem, extension = os.path.splitext(name)
+                    if stem in overlays:  # x.jpg and x.png in one folder: keep both overlays
+                        stem = f"{stem}_{extension.lstrip('.')}"
+                    overlays.add(stem)
+                    entry["overlay"] = save_figure(figure, os.path.join(args.output, f"{stem}.png"))
+            results.append(entry)
+    report = {"model": args.model, "keypoint_names": list(people_in.names),
+              "limbs": [list(limb) for limb in spec.limbs], "input_size": list(people_in.size), "results": results,
+              "failed": failed}
+    if track is not None:
+        report.update(track.summary())
     path = write_json(os.path.join(args.output, "keypoints.json"), report, indent=1)
-    people = sum(len(entry["people"]) for entry in results)
-    print(f"{len(results)} image(s), {people} {'person' if people == 1 else 'people'} -> {path}"
-          + (f"; {len(failed)} failed (listed there)" if failed else ""))
+    count = sum(len(entry["people"]) for entry in results)
+    print(f"{len(results)} image(s), {count} {'person' if count == 1 else 'people'} -> {path}"
+          + (f"; {len(failed)} failed (listed there)" if failed else "")
+          + (f"; overlay video {report['overlay_video']}" if report.get("overlay_video") else ""))
     if detections is not None:
-        unmatched = len(set(detections) - matched)
+        unmatched = len(set(detections) - people_in.matched)
         if unmatched:
             print(f"note: {unmatched} image id(s) of {args.boxes} named none of the inputs (ids match a file's name, "
                   "its stem or the stem's number, or a video frame's index)")
     return report
+
+
+class VideoTrack:
+    """A video's people over its frames: ids (`PersonTracker`), optional smoothing (`OneEuroFilter`) and the
+    overlay video `<video>_overlay.mp4` beside the JSON (written whole, then renamed; a failed run leaves none).
+    Its frames are the overlays, at the video's rate divided by `--every`.
+
+    Used as a context manager around the frames.
+    """
+
+    def __init__(self, args: argparse.Namespace, spec):
+        import cv2
+
+        from keras_hourglass.tracking import PersonTracker
+
+        capture = cv2.VideoCapture(args.input)
+        rate = capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        self.fps = rate if rate and rate > 0 else 30.0  # a file that does not say: the common rate
+        self.smooth, self.filters, self.tracker = args.smooth, {}, PersonTracker()
+        self.path = None if args.no_overlays else os.path.join(
+            args.output, os.path.splitext(os.path.basename(args.input))[0] + "_overlay.mp4")
+        self.every, self.writer = args.every, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, error_type, *_):
+        if self.writer is None:
+            return False
+        self.writer.release()
+        if error_type is None:
+            os.replace(self.temporary, self.path)
+        else:  # a failed run leaves no half-written video
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.temporary)
+        return False
+
+    def follow(self, name: str, keypoints, scores, boxes) -> list[int]:
+        """The people's ids in this frame; with smoothing, `keypoints` are smoothed in place."""
+        from keras_hourglass.tracking import OneEuroFilter
+
+        ids = self.tracker.update(keypoints, scores > 0, boxes)
+        if self.smooth:
+            seconds = int(name.rpartition(FRAME_MARK)[2]) / self.fps
+            for row, person_id in enumerate(ids):
+                keypoints[row] = self.filters.setdefault(person_id, OneEuroFilter()).filter(keypoints[row], seconds)
+        return ids
+
+    def write(self, figure) -> None:
+        import cv2
+
+        from keras_hourglass.plotting import figure_pixels
+
+        pixels = figure_pixels(figure)
+        if self.writer is None:
+            height, width = pixels.shape[:2]
+            self.size = (width, height)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self.temporary = os.path.splitext(self.path)[0] + PARTIAL + ".mp4"
+            self.writer = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*"mp4v"), self.fps / self.every,
+                                          self.size)
+            if not self.writer.isOpened():
+                raise ValueError(f"{self.path}: OpenCV cannot write an MP4 video here.")
+        if pixels.shape[1::-1] != self.size:
+            pixels = cv2.resize(pixels, self.size)
+        self.writer.write(np.ascontiguousarray(pixels[..., ::-1]))
+
+    def summary(self) -> dict:
+        return {"fps": self.fps, "smoothing": "one-euro" if self.smooth else None,
+                "overlay_video": self.path if self.writer is not None else None}
 
 
 def main(argv=None, prog: str = "predict.py") -> int:
