@@ -55,3 +55,45 @@ def test_serialization_round_trip():
     loss = HeatmapMSE(reduction="sum")
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(clone, HeatmapMSE) and clone.reduction == "sum"
+
+
+def test_the_associative_embedding_losses_equal_the_reference():
+    """Against pose-ae-train's `HeatmapLoss` and `singleTagLoss` on two images (`make_fixtures.py` `loss_case`)."""
+    from keras_hourglass.losses import masked_heatmap_loss, tag_losses
+    from tests.conftest import ROOT
+
+    fixture = np.load(ROOT / "tests" / "data" / "associative_embedding" / "loss_two_images.npz")
+    channels_last = lambda a: a.transpose(0, 2, 3, 1)  # noqa: E731 - the reference's [B, J, H, W]
+    detection = masked_heatmap_loss(channels_last(fixture["predicted"]), channels_last(fixture["target"]),
+                                    fixture["masks"])
+    np.testing.assert_allclose(np.asarray(detection), fixture["detection"], rtol=1e-5)
+    keypoints = fixture["keypoints"].copy()  # the reference indexes [J, H, W] maps; ours are [H, W, J]
+    joints, res = 17, fixture["tags"].shape[-1]
+    joint, pixel = np.divmod(keypoints[..., 0], res * res)
+    keypoints[..., 0] = np.where(keypoints[..., 1] > 0, pixel * joints + joint, 0)
+    push, pull = tag_losses(channels_last(fixture["tags"]), keypoints)
+    np.testing.assert_allclose(np.asarray(push), fixture["push"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(pull), fixture["pull"], rtol=1e-5)
+
+
+def test_the_tag_losses_pull_a_persons_tags_together_and_push_people_apart():
+    import tensorflow as tf
+
+    from keras_hourglass.losses import tag_losses
+
+    tags = tf.Variable(np.random.default_rng(0).normal(0, 1, (1, 4, 4, 2)).astype(np.float32))
+    # two people of two joints each: (row * 4 + column) * 2 + joint
+    keypoints = np.array([[[[0 * 2 + 0, 1], [5 * 2 + 1, 1]], [[10 * 2 + 0, 1], [15 * 2 + 1, 1]]]], np.int32)
+    optimizer = tf.keras.optimizers.SGD(0.5)
+    first = None
+    for _ in range(100):
+        with tf.GradientTape() as tape:
+            push, pull = tag_losses(tags, keypoints)
+            loss = tf.reduce_sum(push + pull)
+        first = first if first is not None else (float(push[0]), float(pull[0]))
+        optimizer.apply_gradients([(tape.gradient(loss, tags), tags)])
+    assert float(pull[0]) < first[1] / 10 and float(push[0]) < first[0]
+    values = tags.numpy()[0]
+    person = lambda a, b: (values.reshape(-1)[a], values.reshape(-1)[b])  # noqa: E731
+    (a1, a2), (b1, b2) = person(0, 11), person(20, 31)
+    assert abs(a1 - a2) < 0.1 and abs(b1 - b2) < 0.1 and abs((a1 + a2) - (b1 + b2)) / 2 > 1

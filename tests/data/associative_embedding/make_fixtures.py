@@ -10,7 +10,8 @@ left out, background noise) go through the reference's own `test.py` decoding: `
 .parse` (NMS, top 30, matching by tag, quarter-pixel adjustment) and then `refine` for each person (the second pass
 that fills missing joints from the person's mean tag), as its `multiperson` calls them. The fixture holds the
 inputs and the reference's people, `[P, 17, 3 + D]`: x, y (pixel corners: add 0.5 to a pixel index), value, tags.
-`multiperson_flip.npz` is the reference's whole `multiperson` after its network (`multiperson_case`).
+`multiperson_flip.npz` is the reference's whole `multiperson` after its network (`multiperson_case`);
+`loss_two_images.npz` its heatmap and tag losses (`loss_case`).
 """
 
 import sys
@@ -100,6 +101,46 @@ def multiperson_case(rng, output: str):
                         people=np.asarray(people, np.float32).reshape(-1, 17, 5), scores=np.float32(scores))
 
 
+def loss_case(rng, output: str):
+    """The reference's losses on a batch of two images: `task/loss.py`'s `HeatmapLoss` and `singleTagLoss`.
+
+    Training runs the tag loss as a C/CUDA extension (`extensions/AE/src/my_lib.c`), which needs a GPU; its
+    arithmetic for one tag value per joint is `singleTagLoss`'s (run here with PyTorch 0.1's reductions) (pull: each person's mean squared distance
+    to its mean tag, averaged over people; push: half the mean over pairs of people of exp(-squared
+    distance between their mean tags)), which runs on a CPU. Image 0 has three people (one with no visible
+    joint, which counts for nothing), image 1 one person (push 0).
+    """
+    import torch
+
+    import task.loss as reference_loss
+
+    reference_loss.make_input = lambda t, requires_grad=False, need_cuda=True: t  # no GPU here
+    res, joints = 16, 17
+    tags = rng.normal(0, 1, (2, joints, res, res)).astype(np.float32)
+    predicted = rng.uniform(0, 1, (2, joints, res, res)).astype(np.float32)
+    target = rng.uniform(0, 1, (2, joints, res, res)).astype(np.float32)
+    masks = (rng.uniform(size=(2, res, res)) > 0.2).astype(np.float32)
+    keypoints = np.zeros((2, 30, joints, 2), np.int64)  # the reference's layout: (joint * res^2 + y * res + x, 1)
+    for image, people in ((0, (5, 0, 17)), (1, (9,))):
+        for person, count in enumerate(people):
+            for slot, joint in enumerate(sorted(rng.choice(joints, count, replace=False))):
+                y, x = rng.integers(0, res, 2)
+                keypoints[image, person, slot] = (joint * res * res + y * res + x, 1)
+    detection = reference_loss.HeatmapLoss()(torch.tensor(predicted), torch.tensor(target), torch.tensor(masks))
+    flat = torch.tensor(tags).reshape(2, -1, 1)
+    # singleTagLoss was written for PyTorch 0.1, whose reductions kept the reduced dimension: run it so
+    mean, tensor_sum = torch.mean, torch.Tensor.sum
+    torch.mean = lambda x, dim=None: mean(x) if dim is None else mean(x, dim, keepdim=True)
+    torch.Tensor.sum = lambda x, dim=None: tensor_sum(x) if dim is None else tensor_sum(x, dim, keepdim=True)
+    try:
+        push, pull = zip(*(reference_loss.singleTagLoss(flat[i], keypoints[i]) for i in range(2)))
+    finally:
+        torch.mean, torch.Tensor.sum = mean, tensor_sum
+    np.savez_compressed(f"{output}/loss_two_images.npz", tags=tags, predicted=predicted, target=target, masks=masks,
+                        keypoints=keypoints, detection=detection.numpy(),
+                        push=np.float32([float(p) for p in push]), pull=np.float32([float(p) for p in pull]))
+
+
 if __name__ == "__main__":
     reference, output = sys.argv[1], sys.argv[2]
     main(reference, output)
@@ -108,3 +149,4 @@ if __name__ == "__main__":
 
     reference_test.flipRef = COCO_FLIP
     multiperson_case(np.random.default_rng(1), output)
+    loss_case(np.random.default_rng(2), output)
