@@ -165,6 +165,7 @@ def test_an_image_without_detections_has_no_people(models, tmp_path):
     (["--input", __file__], "not an image"),
     (["--input", __file__, "--box", "1,2,3"], "expected X1,Y1,X2,Y2"),
     (["--input", __file__, "--box", "5,2,3,9"], "X2 > X1"),
+    (["--input", __file__, "--box", "0,0,1e30,5"], "within 1,048,576 pixels"),
     (["--input", __file__, "--min-box-score", "0.3"], "--min-box-score applies to --boxes FILE only"),
     (["--input", __file__, "--smooth"], "--smooth is for a video"),
     (["--input", __file__, "--detection-threshold", "0.2"], "--detection-threshold is for multi-person models"),
@@ -197,6 +198,7 @@ def test_a_model_of_another_skeleton_draws_its_own_limbs(tmp_path):
      "detection 1: bbox must be [x, y, width, height]"),
     ('[{"image_id": [1], "bbox": [0, 0, 5, 5], "score": 1}]', "detection 0: image_id must be"),
     ('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": NaN}]', "detection 0: score must be a finite number"),
+    ('[{"image_id": 1, "bbox": [0, 0, 1e300, 5], "score": 1}]', "detection 0: bbox must be"),
     ("[", "not valid JSON"),
 ])
 def test_a_bad_detections_file_is_one_clear_line_before_the_model_loads(content, message, tmp_path, capsys):

@@ -98,8 +98,12 @@ def box_argument(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]:
-        raise ValueError(f"--box: expected X1,Y1,X2,Y2, four numbers with X2 > X1 and Y2 > Y1; got {text!r}.")
+    from keras_hourglass.data.coco import MAX_BOX_COORDINATE
+
+    if (len(values) != 4 or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]
+            or np.abs(values).max() > MAX_BOX_COORDINATE):
+        raise ValueError(f"--box: expected X1,Y1,X2,Y2, four numbers with X2 > X1 and Y2 > Y1, each within "
+                         f"{MAX_BOX_COORDINATE:,} pixels of the origin; got {text!r}.")
     return values
 
 

@@ -133,11 +133,12 @@ def run(args: argparse.Namespace) -> None:
         quiet_tensorflow()
     from keras_hourglass.serving import import_kserve, pose_serving_model, serve
 
-    with step(f"loading {args.model}"):
+    saved_model = not args.model.endswith(".keras")
+    with step(f"reading {args.model}'s metadata" if saved_model else f"loading {args.model}"):
         source = model_source(args)
     with step("starting KServe"):
         import_kserve()
-    with step("warming up the signatures (their first calls)"):
+    with step(("loading the SavedModel, then " if saved_model else "") + "one call of each signature"):
         model = pose_serving_model(args.name, source, args.max_image_side)
     serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
           allowed_hosts=args.allowed_host, allow_model_control=args.allow_model_control,

@@ -131,6 +131,7 @@ def load_coco(
 
 PERSON_CATEGORY = 1  # COCO's `person`
 MAX_DETECTIONS_FILE = 512 * 2**20  # bytes: COCO val2017's person detections are about 10 MB
+MAX_BOX_COORDINATE = 2**20  # pixels: a box beyond a million pixels from the origin is no photo's
 
 
 def coco_box_corners(bbox) -> np.ndarray:
@@ -181,8 +182,10 @@ def read_person_detections(path: str, min_score: float = 0.0) -> dict:
             raise ValueError(f"{where}: score must be a finite number, got {score!r}.")
         if not (isinstance(bbox, list) and len(bbox) == 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-                and np.isfinite(bbox).all() and bbox[2] > 0 and bbox[3] > 0):
-            raise ValueError(f"{where}: bbox must be [x, y, width, height], finite, with positive size; got {bbox!r}.")
+                and np.isfinite(bbox).all() and bbox[2] > 0 and bbox[3] > 0
+                and np.abs(coco_box_corners(bbox)).max() <= MAX_BOX_COORDINATE):
+            raise ValueError(f"{where}: bbox must be [x, y, width, height] with positive size, its corners within "
+                             f"{MAX_BOX_COORDINATE:,} pixels of the origin; got {bbox!r}.")
         if score >= min_score:
             found.setdefault(image_id, []).append((coco_box_corners(bbox), float(score)))
     for boxes in found.values():
