@@ -1,8 +1,8 @@
 """TFLite / LiteRT: convert an exported SavedModel and run the result.
 
-The conversion reads the SavedModel written by
-`keras_hourglass.export.export_saved_model` directly and takes its `crops`
-signature: float32 crops `[1, height, width, 3]` in `[0, 1]` in, keypoints
+The conversion takes the `crops` signature of the SavedModel written by
+`keras_hourglass.export.export_saved_model` (or of the `PoseEstimator` in
+memory that writes it), frozen and converted as one concrete function: float32 crops `[1, height, width, 3]` in `[0, 1]` in, keypoints
 (crop pixels), scores and heatmaps out, decoding included. That signature
 has no image-warp op, so the model needs only TFLite's built-in ops; the app
 crops the person (centre and scale, see `keras_hourglass.transforms`) and
