@@ -19,6 +19,15 @@ signatures (`keras_hourglass.export`) and answers back:
   `[N, K, 2]` and `scores` `[N, K]`, `heatmaps` only when the request's
   `outputs` names it. `GET /v2/models/NAME` adds the joint names, limbs and
   input size under `parameters`.
+* A multi-person SavedModel (`keras_hourglass.multiperson`) takes whole
+  images only (no boxes, centre or scale) and answers every person found
+  (`predict_people`, flip test on): V2 outputs are rows, one per person,
+  `keypoints` `FP32` `[P, K, 2]`, `scores` `[P, K]` (0 for a joint the
+  person lacks), `person_scores` `[P]` and `image_index` `INT32` `[P]` (the
+  image of the request each person is in); V1 answers each image's people,
+  `{"predictions": [{"keypoints": [...], "scores": [...], "person_scores":
+  [...]}, ...]}`. The metadata's `parameters.multi_person` says which kind
+  of model is served.
 * `/` and `/web/`: the page (`keras_hourglass/web/`, static files).
 
 Keypoints are `(x, y)` pixels of the image sent. Encoded files are checked
@@ -74,6 +83,8 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 POST_CONTENT_TYPES = ("application/json", "application/octet-stream", "multipart/form-data")
 OUTPUTS = ("keypoints", "scores", "heatmaps")
 DEFAULT_OUTPUTS = ("keypoints", "scores")
+# A multi-person model's outputs: every person found, as rows; `image_index` says whose image each row is.
+PEOPLE_OUTPUTS = ("keypoints", "scores", "person_scores", "image_index")
 # The signatures that take whole images, and the inputs each takes besides `images`.
 SIGNATURE_INPUTS = {"serving_default": (), "boxes": ("boxes",), "center_scale": ("center", "scale")}
 WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
@@ -206,14 +217,19 @@ class PoseServingModel:
     Built by `pose_serving_model` as a subclass of `kserve.Model` (imported only when serving).
     """
 
-    def __init__(self, name: str, source, max_image_side: int = MAX_IMAGE_SIDE):
-        from keras_hourglass.export import read_saved_model_metadata
+    def __init__(self, name: str, source, max_image_side: int = MAX_IMAGE_SIDE, detection_threshold: float = 0.1):
+        from keras_hourglass.export import MULTI_PERSON_FORMAT, read_saved_model_metadata
 
         super().__init__(name)
         self.source = source
         self.max_image_side = max_image_side
         self.workers = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="pose")
         self.metadata = read_saved_model_metadata(source) if isinstance(source, str) else source.metadata()
+        # A multi-person SavedModel (keras_hourglass.multiperson) finds every person of a whole image itself.
+        self.multi_person = self.metadata.get("format") == MULTI_PERSON_FORMAT
+        self.output_names = PEOPLE_OUTPUTS if self.multi_person else OUTPUTS
+        self.default_outputs = PEOPLE_OUTPUTS if self.multi_person else DEFAULT_OUTPUTS
+        self.detection_threshold = detection_threshold
 
     def load(self) -> bool:
         """Loads the SavedModel (or takes the estimator's functions) and calls each image signature once.
@@ -227,6 +243,15 @@ class PoseServingModel:
 
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
+        if self.multi_person:
+            from keras_hourglass.codec import AssociativeEmbeddingCodec
+            from keras_hourglass.multiperson import load_multi_person_model
+
+            self.people_model = load_multi_person_model(self.source)
+            self.codec = AssociativeEmbeddingCodec(detection_threshold=self.detection_threshold)
+            self.run(PoseRequest("serving_default", np.zeros((1, 32, 32, 3), np.uint8), {}))  # its first call
+            self.ready = True
+            return True
         if isinstance(self.source, str):
             loaded = tf.saved_model.load(self.source)
             missing = sorted(set(SIGNATURE_INPUTS) - set(loaded.signatures))
@@ -315,7 +340,8 @@ class PoseServingModel:
         signature = body.get("signature_name", "serving_default")
         if signature not in SIGNATURE_INPUTS:
             raise BadRequest(f"signature_name must be one of {list(SIGNATURE_INPUTS)}; got {signature!r}.")
-        outputs = self.outputs(body.get("output_filter", DEFAULT_OUTPUTS), "output_filter")
+        self.check_signature(signature)
+        outputs = self.outputs(body.get("output_filter", self.default_outputs), "output_filter")
         names = ("images", *SIGNATURE_INPUTS[signature])
         if ("instances" in body) == ("inputs" in body):
             raise BadRequest("the body must have one of \"instances\" (a list, one entry per image) or \"inputs\".")
@@ -356,6 +382,7 @@ class PoseServingModel:
                          None)
         if signature is None:
             raise BadRequest(f"give boxes, or center and scale, or neither; got {sorted(set(inputs) - {'images'})}.")
+        self.check_signature(signature)
         images = inputs["images"]
         if images.datatype == "BYTES":
             files = self.tensor_values(images)
@@ -379,7 +406,7 @@ class PoseServingModel:
             raise BadRequest(f"images must be UINT8 [N, height, width, 3] or BYTES [N] (encoded JPEG/PNG files); got "
                              f"datatype {images.datatype}.")
         extra = {name: self.tensor_values(inputs[name]) for name in SIGNATURE_INPUTS[signature]}
-        outputs = [output.name for output in request.request_outputs or ()] or DEFAULT_OUTPUTS
+        outputs = [output.name for output in request.request_outputs or ()] or self.default_outputs
         return PoseRequest(signature, images, check_extra(signature, extra, len(images)),
                            self.outputs(outputs, "outputs"))
 
@@ -391,11 +418,15 @@ class PoseServingModel:
             raise BadRequest(f"{tensor.name}: the data do not fit datatype {tensor.datatype} and shape "
                              f"{list(tensor.shape)} ({str(error).splitlines()[0]}).") from None
 
-    @staticmethod
-    def outputs(names, field: str) -> tuple:
-        if not isinstance(names, (list, tuple)) or not names or any(name not in OUTPUTS for name in names):
-            raise BadRequest(f"{field} must name some of {list(OUTPUTS)}; got {names!r}.")
+    def outputs(self, names, field: str) -> tuple:
+        if not isinstance(names, (list, tuple)) or not names or any(name not in self.output_names for name in names):
+            raise BadRequest(f"{field} must name some of {list(self.output_names)}; got {names!r}.")
         return tuple(dict.fromkeys(names))
+
+    def check_signature(self, signature: str) -> None:
+        if self.multi_person and signature != "serving_default":
+            raise BadRequest("this is a multi-person model: it finds every person of the whole image itself; boxes, "
+                             "center and scale are for single-person models.")
 
     # --- inference
 
@@ -406,6 +437,8 @@ class PoseServingModel:
         """
         import tensorflow as tf
 
+        if self.multi_person:
+            return self.run_people(request, cancelled)
         function = self.signatures[request.signature]
         batches = ([(request.images, request.extra)] if isinstance(request.images, np.ndarray)
                    else [([image], {k: v[i:i + 1] for k, v in request.extra.items()})
@@ -421,6 +454,26 @@ class PoseServingModel:
                 raise BadRequest(error.message.splitlines()[0]) from None
             results.append({name: outputs[name].numpy() for name in request.outputs})
         return {name: np.concatenate([r[name] for r in results]) for name in request.outputs}
+
+    def run_people(self, request: PoseRequest, cancelled: threading.Event | None = None) -> dict:
+        """A multi-person model on each whole image: every person as a row, with its image's index.
+
+        `keras_hourglass.multiperson.predict_people` (flip test on); a joint a person lacks scores 0.
+        """
+        from keras_hourglass.multiperson import predict_people
+
+        joints = len(self.metadata["keypoint_names"])
+        rows = {"keypoints": [np.zeros((0, joints, 2), np.float32)], "scores": [np.zeros((0, joints), np.float32)],
+                "person_scores": [np.zeros(0, np.float32)], "image_index": [np.zeros(0, np.int32)]}
+        for index, image in enumerate(request.images):
+            if cancelled is not None and cancelled.is_set():
+                raise Abandoned(f"after {index} of {request.count} model calls")
+            keypoints, scores, person_scores = predict_people(self.people_model, np.asarray(image, np.uint8),
+                                                              self.codec)
+            for name, value in (("keypoints", keypoints), ("scores", scores), ("person_scores", person_scores),
+                                ("image_index", np.full(len(scores), index, np.int32))):
+                rows[name].append(value)
+        return {name: np.concatenate(value) for name, value in rows.items()}  # all: V1 groups rows by image
 
     async def predict(self, payload, headers=None):
         """V1 (a dict) or V2 (`InferRequest`).
@@ -449,18 +502,26 @@ class PoseServingModel:
         except asyncio.CancelledError:
             cancelled.set()
             raise
+        if not v2 and self.multi_person:  # per image, its people
+            rows = outputs["image_index"]
+            return {"predictions": [{name: outputs[name][rows == i].tolist() for name in request.outputs
+                                     if name != "image_index"} for i in range(request.count)]}
         if not v2:
             return {"predictions": [{name: outputs[name][i].tolist() for name in request.outputs}
                                     for i in range(request.count)]}
         results = []
         for name in request.outputs:
-            output = kserve.InferOutput(name=name, shape=list(outputs[name].shape), datatype="FP32")
-            output.set_data_from_numpy(outputs[name].astype(np.float32), binary_data=False)
+            datatype = "INT32" if name == "image_index" else "FP32"
+            output = kserve.InferOutput(name=name, shape=list(outputs[name].shape), datatype=datatype)
+            output.set_data_from_numpy(outputs[name].astype(np.int32 if datatype == "INT32" else np.float32),
+                                       binary_data=False)
             results.append(output)
         return kserve.InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                                     infer_outputs=results)
 
     def get_input_types(self):
+        if self.multi_person:  # whole images only
+            return [{"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
         return [{"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
                 {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
                 {"name": "center", "datatype": "FP32", "shape": [-1, 2]},
@@ -468,6 +529,11 @@ class PoseServingModel:
 
     def get_output_types(self):
         k = len(self.metadata["keypoint_names"])
+        if self.multi_person:
+            return [{"name": "keypoints", "datatype": "FP32", "shape": [-1, k, 2]},
+                    {"name": "scores", "datatype": "FP32", "shape": [-1, k]},
+                    {"name": "person_scores", "datatype": "FP32", "shape": [-1]},
+                    {"name": "image_index", "datatype": "INT32", "shape": [-1]}]
         height, width = self.metadata["codec"].get("heatmap_size", [-1, -1])
         return [{"name": "keypoints", "datatype": "FP32", "shape": [-1, k, 2]},
                 {"name": "scores", "datatype": "FP32", "shape": [-1, k]},
@@ -475,13 +541,19 @@ class PoseServingModel:
 
     def model_metadata(self) -> dict:
         """The V2 model metadata, with the joints under `parameters` (V2 lets a server add fields)."""
+        if self.multi_person:
+            parameters = {"keypoint_names": self.metadata["keypoint_names"], "limbs": self.metadata["limbs"],
+                          "input_size": self.metadata["input_size"], "flip_test": True,
+                          "signatures": ["serving_default"], "detection_threshold": self.detection_threshold}
+        else:
+            parameters = {name: self.metadata[name] for name in
+                          ("keypoint_names", "limbs", "input_size", "flip_test", "signatures")}
         return {"name": self.name, "versions": None, "platform": "tensorflow_savedmodel",
                 "inputs": self.get_input_types(), "outputs": self.get_output_types(),
-                "parameters": {name: self.metadata[name] for name in
-                               ("keypoint_names", "limbs", "input_size", "flip_test", "signatures")}}
+                "parameters": {**parameters, "multi_person": self.multi_person}}
 
 
-def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE):
+def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE, detection_threshold: float = 0.1):
     """A loaded `PoseServingModel` (a `kserve.Model`) named `name`.
 
     `source`: a SavedModel folder written by `keras_hourglass.export`, or a
@@ -490,7 +562,7 @@ def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE):
     """
     kserve = import_kserve()
     model_class = type("PoseServingModel", (PoseServingModel, kserve.Model), {})
-    model = model_class(name, source, max_image_side)
+    model = model_class(name, source, max_image_side, detection_threshold)
     model.load()
     return model
 

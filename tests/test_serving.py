@@ -674,3 +674,86 @@ def test_json_bodies_of_too_many_values_are_refused_before_kserve_parses_them():
     asyncio.run(call(b"[" + b"0," * (MAX_JSON_VALUES - 1) + b"0]", b"application/json"))
     asyncio.run(call(many, b"application/octet-stream"))  # binary data: commas are bytes, not values
     assert len(reached) == 2 and not sent
+
+
+TWO_PEOPLE = "052475643.jpg"  # two men seated side by side
+
+
+@pytest.fixture(scope="module")
+def people_server(browser, tmp_path_factory):
+    """`serve.py` on a multi-person SavedModel: the pose-ae-train fixture network imported at 64x64.
+
+    Its weights are the reference's initial ones, whose heatmaps peak near 0.14: `--detection-threshold 0.05`.
+    """
+    from keras_hourglass.cli import import_weights
+
+    folder = tmp_path_factory.mktemp("people")
+    checkpoint = ROOT / "tests" / "data" / "associative_embedding" / "ae_s2_w8_legacy.pt"
+    assert import_weights.main([str(checkpoint), "--output", str(folder / "ae"), "--image-size", "64",
+                                "--no-tflite"]) == 0
+    server = Server(str(folder / "ae" / "saved_model"), folder / "server.log", "--detection-threshold", "0.05")
+    yield server, str(folder / "ae" / "saved_model")
+    assert server.stop() == 0, server.log.read_text()[-3000:]
+
+
+def test_a_multi_person_model_answers_every_person_over_v1_v2_and_on_the_page(browser, people_server, shared_data,
+                                                                             tmp_path):
+    from keras_hourglass.codec import AssociativeEmbeddingCodec
+    from keras_hourglass.data.records import decode_photo
+    from keras_hourglass.joints import COCO_PERSON
+    from keras_hourglass.multiperson import load_multi_person_model, predict_people
+
+    server, saved_model = people_server
+    path = shared_data / "mpii" / "images" / TWO_PEOPLE
+    data = path.read_bytes()
+    pixels = decode_photo(data, str(path))[0]
+    expected = predict_people(load_multi_person_model(saved_model), pixels, AssociativeEmbeddingCodec(0.05))
+    encoded = base64.b64encode(data).decode()
+    status, answer = server.infer([{"name": "images", "datatype": "BYTES", "shape": [2], "data": [encoded] * 2}])
+    assert status == 200, answer
+    rows = outputs_of(answer)
+    people = len(expected[0])
+    assert people > 1 and rows["image_index"].tolist() == [0] * people + [1] * people  # every person of both
+    for name, value in zip(("keypoints", "scores", "person_scores"), expected):
+        np.testing.assert_allclose(rows[name][:people], value, rtol=0, atol=1e-3)
+    status, v1 = request(f"{server.url}/v1/models/hourglass:predict", {"instances": [{"b64": encoded}]})
+    assert status == 200 and len(v1["predictions"][0]["keypoints"]) == people
+    assert sorted(v1["predictions"][0]) == ["keypoints", "person_scores", "scores"]
+    status, refused = server.infer([tensor("images", pixels[None, :32, :32]), tensor("boxes", [[0, 0, 9, 9]])])
+    assert status == 400 and "multi-person model" in refused["error"]
+    status, metadata = request(f"{server.url}/v2/models/hourglass", method="GET")
+    assert metadata["parameters"]["multi_person"] is True and [i["name"] for i in metadata["inputs"]] == ["images"]
+
+    with browser() as playwright:  # the page, in Chromium
+        chromium = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            viewport={"width": 1360, "height": 860}, device_scale_factor=1)
+        try:
+            page = chromium.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#server-state.ok", timeout=20000)
+            page.set_input_files("#file", str(path))
+            page.wait_for_selector("body[data-state=done]", timeout=30000)
+            result = page.evaluate("window.poseResult")
+            assert len(result["people"]) == people and f"{people} people found" in page.inner_text("#message")
+            drawn = page.eval_on_selector_all("#overlay circle.joint", """nodes => nodes.map(n => ({
+                person: +n.dataset.person, name: n.dataset.joint, x: +n.dataset.x, y: +n.dataset.y}))""")
+            found = expected[1] > 0
+            assert len(drawn) == found.sum()  # the joints each person has, no others
+            for joint in drawn:
+                index = COCO_PERSON.names.index(joint["name"])
+                np.testing.assert_allclose([joint["x"], joint["y"]], expected[0][joint["person"] - 1, index],
+                                           atol=1e-3)
+            assert len(page.query_selector_all("#joints li")) == people
+            colours = {n.get_attribute("fill") for n in page.query_selector_all("#overlay circle[data-person='1']")}
+            assert len(colours) == 1 and colours != {n.get_attribute("fill") for n in
+                                                     page.query_selector_all("#overlay circle[data-person='2']")}
+            page.hover("#overlay circle[data-person='2']")
+            assert "person 2 ·" in page.inner_text("#tooltip")
+            page.screenshot(path=str(tmp_path / "page-people.png"))
+            assert not errors, errors
+        finally:
+            chromium.close()
+

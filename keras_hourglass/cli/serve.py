@@ -8,7 +8,9 @@
 MODEL is a SavedModel folder written by `keras_hourglass.export` (training's
 checkpoints, `import_weights.py`'s `saved_model/`) or a `.keras` file, served
 with the same signatures as its SavedModel would have (joint names from
-`--dataset`), without writing one.
+`--dataset`), without writing one. A multi-person SavedModel (an imported
+pose-ae-train network) answers every person of each whole image
+(`--detection-threshold`, default 0.1).
 The protocols, limits and answers are described in `keras_hourglass.serving`.
 SIGTERM or Ctrl-C: the requests in flight finish, then the server exits.
 """
@@ -49,6 +51,9 @@ def build_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     parser.add_argument("--allow-model-control", action="store_true",
                         help="allow KServe's model-control routes (/v2/repository/models/NAME/load, unload; "
                              "default off: anyone who reaches the port could unload the model)")
+    parser.add_argument("--detection-threshold", type=float, default=None,
+                        help="multi-person models: the lowest heatmap value a joint is found at (default 0.1, the "
+                             "reference's)")
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
                         help=f"seconds a request may take before it is answered 504 (default {REQUEST_TIMEOUT:g})")
     return parser
@@ -73,6 +78,9 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--request-timeout", args.request_timeout)):
         if not value > 0:
             raise ValueError(f"{flag} must be positive, got {value:g}.")
+    if args.detection_threshold is not None and not 0 <= args.detection_threshold < 1:
+        raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got "
+                         f"{args.detection_threshold}.")
     if not args.name or "/" in args.name or ":" in args.name:
         raise ValueError(f"--name must be a non-empty name without '/' or ':', got {args.name!r}.")
     if not os.path.exists(args.model):
@@ -106,12 +114,17 @@ def model_source(args: argparse.Namespace):
     A `.keras` model is not written out as a SavedModel and read back: the
     server calls the same graph functions the SavedModel would hold.
     """
-    from keras_hourglass.export import check_single_person, read_saved_model_metadata
+    from keras_hourglass.export import MULTI_PERSON_FORMAT, check_single_person, read_saved_model_metadata
 
     if not args.model.endswith(".keras"):
         if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
             raise ValueError(f"{args.model}: not a SavedModel folder (no saved_model.pb) or a .keras file.")
-        check_single_person(read_saved_model_metadata(args.model), args.model)
+        metadata = read_saved_model_metadata(args.model)
+        if metadata.get("format") != MULTI_PERSON_FORMAT:
+            check_single_person(metadata, args.model)
+            if args.detection_threshold is not None:
+                raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per "
+                                 "crop.")
         return args.model
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import PoseEstimator, last_output_shape
@@ -139,7 +152,8 @@ def run(args: argparse.Namespace) -> None:
     with step("starting KServe"):
         import_kserve()
     with step(("loading the SavedModel, then " if saved_model else "") + "one call of each signature"):
-        model = pose_serving_model(args.name, source, args.max_image_side)
+        threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
+        model = pose_serving_model(args.name, source, args.max_image_side, threshold)
     serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
           allowed_hosts=args.allowed_host, allow_model_control=args.allow_model_control,
           on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",

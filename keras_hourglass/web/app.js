@@ -5,7 +5,11 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const state = { model: null, joints: [], limbs: [], file: null, box: null, result: null, size: null, stream: null };
+const state = { model: null, joints: [], limbs: [], multi: false, file: null, box: null, result: null, size: null,
+  stream: null };
+// A multi-person model's people, each in its own colour (matplotlib's tab10, as the overlays of predict.py).
+const PERSON_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+  "#17becf", "#7f7f7f"];
 
 function side(name) {
   if (/^(l|left)[_ ]/i.test(name)) return "left";
@@ -25,7 +29,9 @@ async function connect() {
     const meta = await (await fetch(`/v2/models/${encodeURIComponent(state.model)}`)).json();
     state.joints = meta.parameters.keypoint_names;
     state.limbs = meta.parameters.limbs;
-    $("model-name").textContent = `${state.model} · ${state.joints.length} joints · ${meta.parameters.input_size.join("×")} input`;
+    state.multi = Boolean(meta.parameters.multi_person);
+    $("model-name").textContent = `${state.model} · ${state.joints.length} joints · ${meta.parameters.input_size.join("×")} input` +
+      (state.multi ? " · every person" : "");
     $("server-state").textContent = "ready";
     $("server-state").className = "pill ok";
   } catch (error) {
@@ -80,7 +86,7 @@ async function show(file) {
 async function predict() {
   if (!state.file || !state.model) return;
   document.body.dataset.state = "busy";
-  say(state.box ? "Estimating the pose in the box…" : "Estimating the pose…");
+  say(state.box ? "Estimating the pose in the box…" : state.multi ? "Finding every person…" : "Estimating the pose…");
   const inputs = [{ name: "images", datatype: "BYTES", shape: [1], data: [base64(await state.file.arrayBuffer())] }];
   if (state.box) inputs.push({ name: "boxes", datatype: "FP32", shape: [1, 4], data: state.box });
   const started = performance.now();
@@ -94,6 +100,10 @@ async function predict() {
     const output = (name) => answer.outputs.find((o) => o.name === name).data;
     const xy = output("keypoints");
     const scores = output("scores");
+    if (state.multi) {
+      showPeople(xy, scores, output("person_scores"), elapsed);
+      return;
+    }
     state.result = {
       model: state.model, image: state.file.name || "camera.jpg", image_size: state.size, box: state.box,
       request_ms: Math.round(elapsed * 10) / 10,
@@ -113,6 +123,58 @@ async function predict() {
   }
 }
 
+function showPeople(xy, scores, personScores, elapsed) {
+  const k = state.joints.length;
+  state.result = {
+    model: state.model, image: state.file.name || "camera.jpg", image_size: state.size,
+    request_ms: Math.round(elapsed * 10) / 10,
+    people: personScores.map((score, p) => ({
+      person: p + 1, score,
+      keypoints: state.joints.map((name, j) => ({ name, x: xy[2 * (p * k + j)], y: xy[2 * (p * k + j) + 1],
+        score: scores[p * k + j] })),
+    })),
+  };
+  window.poseResult = state.result;
+  draw();
+  $("time").textContent = `${Math.round(elapsed)} ms`;
+  const people = personScores.length;
+  $("mean-score").textContent = people ? (personScores.reduce((a, b) => a + b, 0) / people).toFixed(2) : "–";
+  $("download").disabled = false;
+  say(`${people} ${people === 1 ? "person" : "people"} found. Hover over a joint for its person, name and score.`);
+  document.body.dataset.state = "done";
+}
+
+function drawPeople() {
+  const overlay = $("overlay");
+  const unit = Math.max(...state.size) / 100;
+  const list = $("joints");
+  list.replaceChildren();
+  for (const person of state.result.people) {
+    const colour = PERSON_COLOURS[(person.person - 1) % PERSON_COLOURS.length];
+    const found = Object.fromEntries(person.keypoints.filter((k) => k.score > 0).map((k) => [k.name, k]));
+    for (const [a, b] of state.limbs) {
+      const p = found[a], q = found[b];
+      if (p && q) element("line", { class: "limb person", x1: p.x + 0.5, y1: p.y + 0.5, x2: q.x + 0.5, y2: q.y + 0.5,
+        stroke: colour, "stroke-width": unit * 0.7, "data-person": person.person }, overlay);
+    }
+    for (const k of Object.values(found)) {
+      const circle = element("circle", { class: "joint person", cx: k.x + 0.5, cy: k.y + 0.5, r: unit * 1.1,
+        fill: colour, "stroke-width": unit * 0.3, "data-person": person.person, "data-joint": k.name, "data-x": k.x,
+        "data-y": k.y, "data-score": k.score }, overlay);
+      const detail = { ...k, name: `person ${person.person} · ${k.name}` };
+      circle.addEventListener("mouseenter", (event) => { circle.setAttribute("r", unit * 1.8); tooltip(detail, event); });
+      circle.addEventListener("mousemove", (event) => tooltip(detail, event));
+      circle.addEventListener("mouseleave", () => { circle.setAttribute("r", unit * 1.1); tooltip(null); });
+    }
+    const item = document.createElement("li");
+    item.dataset.person = person.person;
+    item.innerHTML = `<span class="dot" style="background:${colour}"></span>` +
+      `<span>person ${person.person} · ${Object.keys(found).length} joints</span><span class="bar"><span style="width:${Math.min(100, Math.max(0, person.score * 100))}%"></span></span>` +
+      `<span class="score">${person.score.toFixed(2)}</span>`;
+    list.appendChild(item);
+  }
+}
+
 function element(name, attributes, parent) {
   const node = document.createElementNS(SVG, name);
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
@@ -123,6 +185,7 @@ function element(name, attributes, parent) {
 function draw() {
   const overlay = $("overlay");
   overlay.replaceChildren();
+  if (state.result.people) { drawPeople(); return; }
   const unit = Math.max(...state.size) / 100;
   if (state.box) drawBox(state.box);
   const points = Object.fromEntries(state.result.keypoints.map((k) => [k.name, k]));
@@ -197,6 +260,11 @@ function setupBoxDrawing() {
     const box = [Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)];
     start = null;
     if (box[2] - box[0] < 8 || box[3] - box[1] < 8) { if (state.result) draw(); return; }
+    if (state.multi) {
+      if (state.result) draw();
+      say("This model finds every person itself; a box is for single-person models.");
+      return;
+    }
     state.box = box.map((v) => Math.round(v * 10) / 10);
     $("clear-box").disabled = false;
     predict();
