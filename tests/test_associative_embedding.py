@@ -14,8 +14,10 @@ from keras_hourglass.codec import AE_JOINT_ORDER, AssociativeEmbeddingCodec
 from tests.conftest import ROOT
 
 FIXTURE_DIR = ROOT / "tests" / "data" / "associative_embedding"
-FIXTURES = sorted(path for path in FIXTURE_DIR.glob("*.npz")  # ae_*: the checkpoint fixtures, below; multiperson_*:
-                  if not path.stem.startswith(("ae_", "multiperson_")))  # the whole one-scale prediction
+# The decoding fixtures; not ae_* (the checkpoints, below), multiperson_* (the whole one-scale prediction) or
+# loss_* (the losses, tests/test_losses.py).
+FIXTURES = sorted(path for path in FIXTURE_DIR.glob("*.npz")
+                  if not path.stem.startswith(("ae_", "multiperson_", "loss_")))
 
 
 def test_the_fixtures_are_all_there():
@@ -252,8 +254,8 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
     line = one_line_error(convert.main, ["--model", str(imported / "saved_model"), "--output",
                                          str(tmp_path / "converted"), "--quantization", "float32"], capsys)
     assert "a multi-person model" in line
-    line = one_line_error(serve.main, [str(imported / "saved_model"), "--port", str(free_port())], capsys)
-    assert "a multi-person model" in line
+    line = one_line_error(serve.main, [str(imported / "model.tflite"), "--port", str(free_port())], capsys)
+    assert "not a SavedModel folder" in line  # the server takes the multi-person SavedModel (tests/test_serving.py)
 
 
 def test_predict_finds_people_bottom_up_on_a_real_photo(imported, shared_data, tmp_path):
