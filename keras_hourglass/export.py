@@ -58,6 +58,7 @@ from keras_hourglass.transforms import (
 
 METADATA_FILE = os.path.join("assets.extra", "keras_hourglass.json")
 NORMALIZATION = "RGB, float32 pixel / 255 (range [0, 1])"
+MAX_METADATA_BYTES = 16 * 2**20  # a SavedModel's metadata file is a few kB; more is not one of ours
 MULTI_PERSON_FORMAT = "keras_hourglass.associative_embedding/1"  # the metadata format of a multi-person SavedModel
 
 
@@ -259,5 +260,13 @@ def read_saved_model_metadata(directory: str, source: str | None = None) -> dict
     if not os.path.isfile(path):
         raise ValueError(f"{source or directory}: no {METADATA_FILE}; was it written by "
                          "keras_hourglass.export_saved_model?")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, "rb") as f:
+            metadata = json.loads(f.read(MAX_METADATA_BYTES + 1))
+    except (OSError, ValueError, RecursionError) as error:  # unreadable, not JSON, not UTF-8, nested too deep
+        raise ValueError(f"{source or directory}: cannot read {METADATA_FILE} "
+                         f"({type(error).__name__}: {str(error)[:200]}).") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{source or directory}: {METADATA_FILE} must hold a JSON object, got a "
+                         f"{type(metadata).__name__}.")
+    return metadata

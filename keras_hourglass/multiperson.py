@@ -151,26 +151,47 @@ def is_multi_person(path: str) -> bool:
 
 
 def load_multi_person_model(path: str) -> MultiPersonModel:
-    """Loads a multi-person SavedModel (`MultiPersonEstimator.save`); one clear error for anything else."""
+    """Loads a multi-person SavedModel (`MultiPersonEstimator.save`); one clear error for anything else.
+
+    The sizes come from the graph (its `crops` signature's input and
+    heatmaps), not from the metadata file, whose joint names and flip
+    partners are checked against it.
+    """
     from keras_hourglass.export import read_saved_model_metadata
     from keras_hourglass.joints import JointSpec
 
     metadata = read_saved_model_metadata(path)
     if metadata.get("format") != MULTI_PERSON_FORMAT:
         raise ValueError(f"{path}: not a multi-person (Associative Embedding) SavedModel; its metadata format is "
-                         f"{metadata.get('format')!r}.")
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures[SIGNATURE]
-    names = list(metadata["keypoint_names"])
+                         f"{str(metadata.get('format'))[:80]!r}.")
+    try:
+        loaded = tf.saved_model.load(path)
+        signature = loaded.signatures[SIGNATURE]
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: the SavedModel cannot be loaded ({first}).") from None
+    images = signature.structured_input_signature[1]["images"].shape
+    heatmaps = signature.structured_outputs["heatmaps"].shape
+    input_size, heatmap_size, joints = tuple(images[1:3]), tuple(heatmaps[1:3]), heatmaps[-1]
+    if None in input_size or None in heatmap_size or None in (joints,):
+        raise ValueError(f"{path}: its crops signature has no fixed input and heatmap size ({images}, {heatmaps}).")
+    names = metadata.get("keypoint_names")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == joints):
+        raise ValueError(f"{path}: keypoint_names in its metadata must be {joints} names, one per heatmap; got "
+                         f"{str(names)[:200]}.")
+    partners, limbs = metadata.get("flip_partners", []), metadata.get("limbs", [])
+    if not (isinstance(partners, list) and isinstance(limbs, list)
+            and all(isinstance(p, list) and len(p) == 2 for p in partners + limbs)):
+        raise ValueError(f"{path}: flip_partners and limbs in its metadata must be lists of joint-name pairs.")
+    spec = JointSpec("multi-person", tuple(names), flip_partners=tuple(map(tuple, partners)),
+                     limbs=tuple(map(tuple, limbs)))
 
-    def crops(images):
-        outputs = signature(images=tf.convert_to_tensor(images, tf.float32))
+    def crops(batch):
+        outputs = signature(images=tf.convert_to_tensor(batch, tf.float32))
         return {"heatmaps": outputs["heatmaps"].numpy(), "tags": outputs["tags"].numpy()}
 
-    spec = JointSpec("multi-person", tuple(names), flip_partners=tuple(map(tuple, metadata.get("flip_partners", ()))))
-    return MultiPersonModel(crops, names, [int(i) for i in spec.flip_index],
-                            tuple(tuple(limb) for limb in metadata.get("limbs", ())), tuple(metadata["input_size"]),
-                            tuple(metadata["heatmap_size"]), path, loaded)
+    return MultiPersonModel(crops, list(names), [int(i) for i in spec.flip_index], spec.limbs, input_size,
+                            heatmap_size, path, loaded)
 
 
 def merged_outputs(heatmaps, tags, flip_index=None):

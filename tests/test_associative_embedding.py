@@ -295,3 +295,29 @@ def test_predict_finds_people_bottom_up_on_a_real_photo(imported, shared_data, t
         np.testing.assert_allclose(person["box"], [*points[found].min(0), *points[found].max(0)], atol=0.01)
     overlay = cv2.imread(report["results"][0]["overlay"])
     assert overlay.shape == image.shape
+
+
+def test_a_tampered_multi_person_metadata_file_is_one_line(imported, tmp_path, capsys):
+    import json
+    import shutil
+
+    from keras_hourglass.cli import predict
+    from tests.conftest import one_line_error
+
+    image = str(tmp_path / "photo.png")
+    import cv2
+
+    cv2.imwrite(image, np.zeros((40, 40, 3), np.uint8))
+    for change, message in ((lambda m: m.update(keypoint_names=m["keypoint_names"][:5]), "must be 17 names"),
+                            (lambda m: m.update(flip_partners="left"), "lists of joint-name pairs"),
+                            (lambda m: [1, 2], "must hold a JSON object")):
+        model = tmp_path / "model"
+        shutil.rmtree(model, ignore_errors=True)
+        shutil.copytree(imported / "saved_model", model)
+        path = model / "assets.extra" / "keras_hourglass.json"
+        metadata = json.loads(path.read_text())
+        changed = change(metadata)
+        path.write_text(json.dumps(changed if changed is not None else metadata))
+        line = one_line_error(predict.main, ["--model", str(model), "--input", image, "--output", str(tmp_path / "o")],
+                              capsys)
+        assert str(model) in line and message in line

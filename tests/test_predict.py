@@ -164,7 +164,10 @@ def test_an_image_without_detections_has_no_people(models, tmp_path):
     (["--input", "/no/such.jpg"], "/no/such.jpg: no such file or folder"),
     (["--input", __file__], "not an image"),
     (["--input", __file__, "--box", "1,2,3"], "expected X1,Y1,X2,Y2"),
-    (["--input", __file__, "--box", "5,2,3,9"], "X2 > X1"),
+    (["--input", __file__, "--box", "5,2,3,9"], "X2 - X1 and Y2 - Y1 at least 1 pixel"),
+    (["--input", __file__, "--box", "100,100,100.0000001,100.0000001"], "at least 1 pixel"),
+    (["--input", __file__, "--every", "2"], "--every is for a video"),
+    (["--input", __file__, "--output", __file__], "a file is there; give a folder"),
     (["--input", __file__, "--box", "0,0,1e30,5"], "within 1,048,576 pixels"),
     (["--input", __file__, "--min-box-score", "0.3"], "--min-box-score applies to --boxes FILE only"),
     (["--input", __file__, "--smooth"], "--smooth is for a video"),
@@ -200,6 +203,11 @@ def test_a_model_of_another_skeleton_draws_its_own_limbs(tmp_path):
     ('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": NaN}]', "detection 0: score must be a finite number"),
     ('[{"image_id": 1, "bbox": [0, 0, 1e300, 5], "score": 1}]', "detection 0: bbox must be"),
     ("[", "not valid JSON"),
+    ("[" * 5000 + "]" * 5000, "not valid JSON (RecursionError"),
+    ('[{"image_id": 1, "bbox": [1' + "0" * 400 + ', 0, 5, 5], "score": 1}]', "detection 0: bbox must be"),
+    ('[{"image_id": 1, "bbox": [0, 0, 1e-300, 5], "score": 1}]', "at least 1 pixel wide and high"),
+    ('[{"image_id": 1, "category_id": "1", "bbox": [0, 0, 5, 5], "score": 1}]', "category_id must be an integer"),
+    ('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 1' + "0" * 400 + '}]', "score must be a finite number"),
 ])
 def test_a_bad_detections_file_is_one_clear_line_before_the_model_loads(content, message, tmp_path, capsys):
     detections = tmp_path / "d.json"
@@ -207,3 +215,36 @@ def test_a_bad_detections_file_is_one_clear_line_before_the_model_loads(content,
     err = one_line_error(predict.main, ["--model", "/no/model", "--input", __file__, "--output", str(tmp_path / "o"),
                                         "--boxes", str(detections)], capsys)
     assert str(detections) in err and message in err
+
+
+def test_a_detections_path_that_is_no_regular_file_or_a_bad_score_floor_is_one_line(tmp_path, capsys):
+    for path, message in ((tmp_path, "not a regular file"), ("/dev/zero", "not a regular file"),
+                          (tmp_path / "none.json", "no such file")):
+        err = one_line_error(predict.main, ["--model", "/no/model", "--input", __file__, "--output",
+                                            str(tmp_path / "o"), "--boxes", str(path)], capsys)
+        assert message in err
+    (tmp_path / "d.json").write_text("[]")
+    err = one_line_error(predict.main, ["--model", "/no/model", "--input", __file__, "--output", str(tmp_path / "o"),
+                                        "--boxes", str(tmp_path / "d.json"), "--min-box-score", "nan"], capsys)
+    assert "--min-box-score must be a finite number" in err
+
+
+def test_boxes_beside_the_image_or_too_many_are_refused_and_ids_of_one_image_are_merged(models, tmp_path, capsys):
+    from tests.conftest import write_image
+
+    write_image(tmp_path / "000007.jpg", 40, 30)  # 40 high, 30 wide
+    image = str(tmp_path / "000007.jpg")
+    err = one_line_error(predict.main, ["--model", models["saved"], "--input", image, "--output", str(tmp_path / "o"),
+                                        "--box", "50,0,60,10"], capsys)
+    assert "000007.jpg: the box [50.0, 0.0, 60.0, 10.0] lies outside the 30x40 image" in err
+    err = one_line_error(predict.main, ["--model", models["saved"], "--input", image, "--output", str(tmp_path / "o"),
+                                        *["--box=0,0,9,9"] * 101], capsys)
+    assert "101 person boxes; at most 100" in err
+    detections = tmp_path / "d.json"  # the same image named by its file name and by its number
+    detections.write_text(json.dumps([coco_detection("000007.jpg", [1, 1, 20, 20], 0.5),
+                                      coco_detection(7, [10, 5, 35, 28], 0.7)]))
+    assert predict.main(["--model", models["saved"], "--input", image, "--output", str(tmp_path / "m"),
+                         "--boxes", str(detections)]) == 0
+    people = json.loads((tmp_path / "m" / "keypoints.json").read_text())["results"][0]["people"]
+    assert [p["box_score"] for p in people] == [0.7, 0.5]
+    assert "named none of the inputs" not in capsys.readouterr().out

@@ -29,7 +29,7 @@ Embedding) finds every person itself, bottom-up: the whole image and its
 mirror image go through the network, and the joints are grouped into people
 by their tags (`keras_hourglass.multiperson.predict_people`, the reference's
 `test.py` at one scale; `--detection-threshold`, default its 0.1). Each
-person's box then bounds its joints; a joint it lacks has `null` keypoints
+person's box then bounds its joints; a joint it lacks has keypoints `[null, null]`
 and score 0. Boxes are not taken with such a model.
 
 Writes `keypoints.json`: keypoint names, the skeleton, and per image or
@@ -62,6 +62,11 @@ from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FRAME_MARK = "#frame"  # a video frame's name: clip.mp4#frame000012
+MAX_BOXES = 100  # person boxes per image, as COCO's detection results keep at most
+CROPS_PER_CALL = 8  # boxes run through the model together: memory stays that of 8 crops, whatever the boxes
+MAX_VIDEO_FPS = 1000  # a video that says it has more frames a second says nothing: taken as DEFAULT_FPS
+DEFAULT_FPS = 30.0
+OVERLAY_FPS_RANGE = (0.1, 1000)  # what MPEG-4 files hold; the overlay video's rate is clamped into it
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -77,7 +82,8 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
                              "with the flip test in its graph is not flipped twice; off for joints without left/right)")
     boxes = parser.add_mutually_exclusive_group()
     boxes.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
-                       help="a person box on every image or frame, pixel-centre coordinates (repeat for more people)")
+                       help="a person box on every image or frame, pixel-centre coordinates (repeat for more people; "
+                            "write --box=-0.5,0,99,99 when the first number is negative)")
     boxes.add_argument("--boxes", metavar="FILE",
                        help="person boxes from a COCO detection-results JSON (image_id, category_id, bbox, score)")
     parser.add_argument("--min-box-score", type=float, default=0.0,
@@ -98,13 +104,27 @@ def box_argument(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    from keras_hourglass.data.coco import MAX_BOX_COORDINATE
+    from keras_hourglass.data.coco import MAX_BOX_COORDINATE, MIN_BOX_SIDE
 
-    if (len(values) != 4 or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]
-            or np.abs(values).max() > MAX_BOX_COORDINATE):
-        raise ValueError(f"--box: expected X1,Y1,X2,Y2, four numbers with X2 > X1 and Y2 > Y1, each within "
-                         f"{MAX_BOX_COORDINATE:,} pixels of the origin; got {text!r}.")
+    if (len(values) != 4 or not np.isfinite(values).all() or values[2] - values[0] < MIN_BOX_SIDE
+            or values[3] - values[1] < MIN_BOX_SIDE or np.abs(values).max() > MAX_BOX_COORDINATE):
+        raise ValueError(f"--box: expected X1,Y1,X2,Y2, four numbers with X2 - X1 and Y2 - Y1 at least "
+                         f"{MIN_BOX_SIDE} pixel, each within {MAX_BOX_COORDINATE:,} pixels of the origin; got "
+                         f"{text!r}.")
     return values
+
+
+def check_boxes(boxes, image, where: str) -> None:
+    """At most `MAX_BOXES` boxes, each overlapping `image` (a box beside the photo holds nobody of it)."""
+    if len(boxes) > MAX_BOXES:
+        raise ValueError(f"{where}: {len(boxes)} person boxes; at most {MAX_BOXES} are taken per image "
+                         "(--min-box-score keeps the likelier ones).")
+    height, width = image.shape[:2]
+    for box in boxes:
+        x1, y1, x2, y2 = box
+        if x2 < -0.5 or y2 < -0.5 or x1 > width - 0.5 or y1 > height - 0.5:
+            raise ValueError(f"{where}: the box {[round(float(v), 2) for v in box]} lies outside the "
+                             f"{width}x{height} image.")
 
 
 def detection_keys(name: str) -> list:
@@ -235,10 +255,10 @@ class People:
             boxes = [np.concatenate([np.nanmin(points, 0), np.nanmax(points, 0)]) for points in keypoints]
             return boxes, [None] * len(boxes), keypoints, scores, person_scores
         height, width = image.shape[:2]
-        if self.detections is not None:
-            key = next((k for k in detection_keys(name) if k in self.detections), None)
-            self.matched.add(key)
-            found = self.detections.get(key, [])
+        if self.detections is not None:  # every id that names the image: its file name, stem or number
+            keys = [k for k in detection_keys(name) if k in self.detections]
+            self.matched.update(keys)
+            found = sorted((item for k in keys for item in self.detections[k]), key=lambda item: -item[1])
             boxes, box_scores = [box for box, _ in found], [score for _, score in found]
         elif self.args.box:
             boxes, box_scores = self.args.box, [None] * len(self.args.box)
@@ -247,8 +267,13 @@ class People:
         if not boxes:
             joints = len(self.names)
             return [], [], np.zeros((0, joints, 2)), np.zeros((0, joints)), np.zeros(0)
-        crops, transforms = box_crops(image, boxes, self.size) if self.boxed else whole_image_crop(image, self.size)
-        keypoints, scores = self.predict(crops, transforms)
+        if not self.boxed:
+            keypoints, scores = self.predict(*whole_image_crop(image, self.size))
+            return boxes, box_scores, keypoints, scores, scores.mean(axis=1)
+        check_boxes(boxes, image, name)
+        found = [self.predict(*box_crops(image, boxes[i:i + CROPS_PER_CALL], self.size))
+                 for i in range(0, len(boxes), CROPS_PER_CALL)]
+        keypoints, scores = (np.concatenate(parts) for parts in zip(*found))
         return boxes, box_scores, keypoints, scores, scores.mean(axis=1)
 
 
@@ -258,18 +283,24 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--every must be positive, got {args.every}.")
     if not os.path.exists(args.input):
         raise ValueError(f"{args.input}: no such file or folder.")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output}: a file is there; give a folder.")
+    quiet_tensorflow()  # the box checks import the data package, which starts TensorFlow
     args.box = [box_argument(text) for text in args.box or []]
     if args.min_box_score != 0.0 and not args.boxes:
         raise ValueError("--min-box-score applies to --boxes FILE only.")
+    if not np.isfinite(args.min_box_score):
+        raise ValueError(f"--min-box-score must be a finite number, got {args.min_box_score}.")
     video = os.path.isfile(args.input) and args.input.lower().endswith(VIDEO_EXTENSIONS)
     if args.smooth and not video:
         raise ValueError("--smooth is for a video (each person's keypoints over its frames).")
+    if args.every != 1 and not video:
+        raise ValueError("--every is for a video (every N-th frame).")
     detections = None
     if args.boxes:
         from keras_hourglass.data.coco import read_person_detections
 
         detections = read_person_detections(args.boxes, args.min_box_score)
-    quiet_tensorflow()
     from keras_hourglass.fileio import write_json
     from keras_hourglass.plotting import plot_pose_overlay, save_figure
 
@@ -288,7 +319,7 @@ def run(args: argparse.Namespace) -> dict:
             boxes, box_scores, keypoints, scores, person_scores = people_in.find(name, image)
             ids = None if track is None else track.follow(name, keypoints, scores, boxes)  # smooths with --smooth
             people = [{"box": rounded(box, 2), "box_score": box_score, "keypoints": rounded(points, 2),
-                       "scores": rounded(peaks, 4), "score": round(float(score), 4)}
+                       "scores": rounded(peaks, 4), "score": rounded(score, 4)}
                       for box, box_score, points, peaks, score in zip(boxes, box_scores, keypoints, scores,
                                                                       person_scores)]
             for person, person_id in zip(people, ids or []):
@@ -310,13 +341,16 @@ def run(args: argparse.Namespace) -> dict:
                     entry["overlay"] = save_figure(figure, os.path.join(args.output, f"{stem}.png"))
             results.append(entry)
     report = {"model": args.model, "keypoint_names": list(people_in.names),
-              "limbs": [list(limb) for limb in spec.limbs], "input_size": list(people_in.size), "results": results,
+              "limbs": [list(limb) for limb in spec.limbs], "input_size": list(people_in.size),
+              "flip_test": bool(args.flip_test), "multi_person": people_in.multi_person, "results": results,
               "failed": failed}
+    if people_in.multi_person:
+        report["detection_threshold"] = people_in.codec.detection_threshold
     if track is not None:
         report.update(track.summary())
     path = write_json(os.path.join(args.output, "keypoints.json"), report, indent=1)
     count = sum(len(entry["people"]) for entry in results)
-    print(f"{len(results)} image(s), {count} {'person' if count == 1 else 'people'} -> {path}"
+    print(f"{len(results)} {'frame' if video else 'image'}(s), {count} {'person' if count == 1 else 'people'} -> {path}"
           + (f"; {len(failed)} failed (listed there)" if failed else "")
           + (f"; overlay video {report['overlay_video']}" if report.get("overlay_video") else ""))
     if detections is not None:
@@ -330,7 +364,7 @@ def run(args: argparse.Namespace) -> dict:
 class VideoTrack:
     """A video's people over its frames: ids (`PersonTracker`), optional smoothing (`OneEuroFilter`) and the
     overlay video `<video>_overlay.mp4` beside the JSON (written whole, then renamed; a failed run leaves none).
-    Its frames are the overlays, at the video's rate divided by `--every`.
+    Its frames are the overlays, at the video's rate divided by `--every` (kept within `OVERLAY_FPS_RANGE`).
 
     Used as a context manager around the frames.
     """
@@ -343,10 +377,16 @@ class VideoTrack:
         capture = cv2.VideoCapture(args.input)
         rate = capture.get(cv2.CAP_PROP_FPS)
         capture.release()
-        self.fps = rate if rate and rate > 0 else 30.0  # a file that does not say: the common rate
+        # a file that does not say, or says nonsense: the common rate
+        self.fps = rate if rate and 0 < rate <= MAX_VIDEO_FPS else DEFAULT_FPS
+        low, high = OVERLAY_FPS_RANGE
+        self.overlay_fps = min(max(self.fps / args.every, low), high)
         self.smooth, self.filters, self.tracker = args.smooth, {}, PersonTracker()
         self.path = None if args.no_overlays else os.path.join(
             args.output, os.path.splitext(os.path.basename(args.input))[0] + "_overlay.mp4")
+        if self.path is not None and os.path.isdir(self.path):
+            raise ValueError(f"{self.path}: a folder is where the overlay video goes; move it or choose another "
+                             "--output.")
         self.every, self.writer = args.every, None
 
     def __enter__(self):
@@ -385,7 +425,7 @@ class VideoTrack:
             self.size = (width, height)
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self.temporary = os.path.splitext(self.path)[0] + PARTIAL + ".mp4"
-            self.writer = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*"mp4v"), self.fps / self.every,
+            self.writer = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*"mp4v"), self.overlay_fps,
                                           self.size)
             if not self.writer.isOpened():
                 raise ValueError(f"{self.path}: OpenCV cannot write an MP4 video here.")
@@ -395,7 +435,8 @@ class VideoTrack:
 
     def summary(self) -> dict:
         return {"fps": self.fps, "smoothing": "one-euro" if self.smooth else None,
-                "overlay_video": self.path if self.writer is not None else None}
+                "overlay_video": self.path if self.writer is not None else None,
+                "overlay_fps": self.overlay_fps if self.writer is not None else None}
 
 
 def main(argv=None, prog: str = "predict.py") -> int:

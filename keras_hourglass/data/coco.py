@@ -16,6 +16,7 @@ joints (`normalizer_joints=("right_shoulder", "left_hip")`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Sequence
 
@@ -132,6 +133,18 @@ def load_coco(
 PERSON_CATEGORY = 1  # COCO's `person`
 MAX_DETECTIONS_FILE = 512 * 2**20  # bytes: COCO val2017's person detections are about 10 MB
 MAX_BOX_COORDINATE = 2**20  # pixels: a box beyond a million pixels from the origin is no photo's
+MIN_BOX_SIDE = 1  # pixels: a person box narrower or lower has no crop
+
+
+def finite_number(value) -> float | None:
+    """A JSON number as a finite float, or `None` (not a number, a boolean, NaN, infinite, or too large a float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return value if math.isfinite(value) else None
 
 
 def coco_box_corners(bbox) -> np.ndarray:
@@ -151,17 +164,20 @@ def read_person_detections(path: str, min_score: float = 0.0) -> dict:
     (`coco_box_corners`), highest score first. A malformed entry is an
     error that names its index and field; nothing is skipped silently.
     """
-    try:
-        size = os.path.getsize(path)
-    except OSError as error:
-        raise ValueError(f"cannot read the detections file {path}: {error.strerror}.") from None
-    if size > MAX_DETECTIONS_FILE:
-        raise ValueError(f"{path}: {size:,} bytes; a detections file may have at most {MAX_DETECTIONS_FILE:,}.")
+    if not os.path.isfile(path):  # a folder, a device or a pipe is no detections file
+        raise ValueError(f"{path}: no such file (a COCO detection-results JSON)." if not os.path.exists(path)
+                         else f"{path}: not a regular file; expected a COCO detection-results JSON.")
     try:
         with open(path, "rb") as f:
-            entries = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from None
+            data = f.read(MAX_DETECTIONS_FILE + 1)  # never more than the limit, whatever the size claims
+    except OSError as error:
+        raise ValueError(f"cannot read the detections file {path}: {error.strerror}.") from None
+    if len(data) > MAX_DETECTIONS_FILE:
+        raise ValueError(f"{path}: over {MAX_DETECTIONS_FILE:,} bytes; a detections file may have at most that.")
+    try:
+        entries = json.loads(data)
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested too deep to parse
+        raise ValueError(f"{path}: not valid JSON ({type(error).__name__}: {str(error)[:200]}).") from None
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a list of detections (COCO results: image_id, category_id, bbox, score), "
                          f"got a JSON {type(entries).__name__}.")
@@ -173,19 +189,23 @@ def read_person_detections(path: str, min_score: float = 0.0) -> dict:
         missing = [k for k in ("image_id", "bbox", "score") if k not in entry]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}.")
-        if entry.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
+        category = entry.get("category_id", PERSON_CATEGORY)
+        if not isinstance(category, int) or isinstance(category, bool):
+            raise ValueError(f"{where}: category_id must be an integer (1: person), got {category!r}.")
+        if category != PERSON_CATEGORY:
             continue
-        image_id, bbox, score = entry["image_id"], entry["bbox"], entry["score"]
+        image_id, bbox, score = entry["image_id"], entry["bbox"], finite_number(entry["score"])
         if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
-            raise ValueError(f"{where}: image_id must be an integer or a string, got {image_id!r}.")
-        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and np.isfinite(score)):
-            raise ValueError(f"{where}: score must be a finite number, got {score!r}.")
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-                and np.isfinite(bbox).all() and bbox[2] > 0 and bbox[3] > 0
-                and np.abs(coco_box_corners(bbox)).max() <= MAX_BOX_COORDINATE):
-            raise ValueError(f"{where}: bbox must be [x, y, width, height] with positive size, its corners within "
-                             f"{MAX_BOX_COORDINATE:,} pixels of the origin; got {bbox!r}.")
+            raise ValueError(f"{where}: image_id must be an integer or a string, got {str(image_id)[:80]}.")
+        if score is None:
+            raise ValueError(f"{where}: score must be a finite number, got {str(entry['score'])[:80]}.")
+        values = [finite_number(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else [None]
+        if (None in values or min(values[2:]) < MIN_BOX_SIDE
+                or np.abs(coco_box_corners(values)).max() > MAX_BOX_COORDINATE):
+            raise ValueError(f"{where}: bbox must be [x, y, width, height], at least {MIN_BOX_SIDE} pixel wide and "
+                             f"high, its corners within {MAX_BOX_COORDINATE:,} pixels of the origin; got "
+                             f"{str(bbox)[:200]}.")
+        bbox = values
         if score >= min_score:
             found.setdefault(image_id, []).append((coco_box_corners(bbox), float(score)))
     for boxes in found.values():
