@@ -21,6 +21,17 @@ convention, rows in the annotation's order, as `valid-preds-hg8.h5`; plus
 people with predicted and true skeletons). `--json FILE` writes the metrics
 JSON alone.
 
+A multi-person SavedModel (an imported pose-ae-train network) on a COCO
+keypoint file: every person of each annotated image, found bottom-up
+(`keras_hourglass.multiperson.predict_people`, flip test on unless
+`--no-flip-test`), scored by COCO keypoint AP with pycocotools
+(`keras_hourglass.coco_ap`); prints the ten standard figures, and `--json`
+or `--output` writes them (with `--output`, also the results file
+`keypoints_results.json` in COCO's format):
+
+    python evaluate.py --model imported/ae/saved_model --annotations person_keypoints_val2017.json \
+        --image-dir val2017 --output eval/
+
 Prediction files are read in the annotation file's convention: MATLAB's
 1-based pixels for MPII and FLIC files (1 is subtracted from both sides
 before comparing, which changes nothing), 0-based for COCO.
@@ -57,6 +68,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--json", help="write the metrics JSON here")
     parser.add_argument("--num-plot", type=int, default=12, help="people in the predictions grid")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--detection-threshold", type=float, default=None,
+                        help="multi-person models: the lowest heatmap value a joint is found at (default 0.1)")
     return parser
 
 
@@ -64,6 +77,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}.")
     quiet_tensorflow()
+    from keras_hourglass.multiperson import is_multi_person
+
+    if args.model and os.path.isdir(args.model) and is_multi_person(args.model):
+        return run_multi_person(args)
+    if args.detection_threshold is not None:
+        raise ValueError("--detection-threshold is for multi-person models.")
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
@@ -92,6 +111,50 @@ def run(args: argparse.Namespace) -> dict:
         write_json(args.json, report)
     if args.output:
         evaluation.write(args.output, records, label, args.num_plot)
+        print(f"wrote {args.output}")
+    return report
+
+
+def run_multi_person(args: argparse.Namespace) -> dict:
+    """COCO keypoint AP of a multi-person SavedModel on the annotated images of a COCO keypoint file."""
+    from keras_hourglass.cli.predict import read_image
+    from keras_hourglass.codec import AssociativeEmbeddingCodec
+    from keras_hourglass.coco_ap import STAT_NAMES, keypoint_ap, keypoint_results, read_keypoint_images
+    from keras_hourglass.fileio import write_json
+    from keras_hourglass.multiperson import load_multi_person_model, predict_people
+
+    if not args.image_dir:
+        raise ValueError("--image-dir is needed with --model (the folder of the annotation file's images).")
+    threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
+    if not 0 <= threshold < 1:
+        raise ValueError(f"--detection-threshold must be in [0, 1), got {threshold}.")
+    images = read_keypoint_images(args.annotations, args.image_dir)
+    if not images:
+        raise ValueError(f"{args.annotations}: no image has a person annotation.")
+    model = load_multi_person_model(args.model)
+    codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
+    results = []
+    for count, (image_id, path) in enumerate(images, 1):
+        image, problem = read_image(path)
+        if problem:
+            raise ValueError(problem + ".")
+        results += keypoint_results(image_id, *predict_people(model, image, codec, args.flip_test))
+        if not args.quiet:
+            print(f"\r{count}/{len(images)} images, {len(results)} people", end="", flush=True)
+    if not args.quiet:
+        print()
+    stats = keypoint_ap(args.annotations, results, [image_id for image_id, _ in images])
+    print(f"{args.annotations}: {len(images)} images, {len(results)} people found, "
+          f"{os.path.basename(os.path.normpath(args.model))} (COCO keypoint AP, pycocotools)")
+    print("  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES))
+    report = {"metric": "COCO keypoint AP", "images": len(images), "people_found": len(results),
+              "flip_test": bool(args.flip_test), "detection_threshold": threshold,
+              **{name: stats[name] for name in STAT_NAMES}}
+    if args.json:
+        write_json(args.json, report)
+    if args.output:
+        write_json(os.path.join(args.output, "metrics.json"), report)
+        write_json(os.path.join(args.output, "keypoints_results.json"), results, indent=None)
         print(f"wrote {args.output}")
     return report
 
