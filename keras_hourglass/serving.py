@@ -18,7 +18,9 @@ signatures (`keras_hourglass.export`) and answers back:
   `center` (`[N, 2]`) and `scale` (`[N]`); outputs `keypoints` `FP32`
   `[N, K, 2]` and `scores` `[N, K]`, `heatmaps` only when the request's
   `outputs` names it. `GET /v2/models/NAME` adds the joint names, limbs and
-  input size under `parameters`.
+  input size under `parameters`. One image with `M` boxes (or centres and
+  scales), in V2 or in V1's columnar `inputs`, is `M` people of that image:
+  `M` rows out, as if the image had been sent once per box.
 * A multi-person SavedModel (`keras_hourglass.multiperson`) takes whole
   images only (no boxes, centre or scale) and answers every person found
   (`predict_people`, flip test on): V2 outputs are rows, one per person,
@@ -365,8 +367,9 @@ class PoseServingModel:
         images = [self.image_value(image, f"instances[{i}]" if "instances" in body else f"inputs.images[{i}]",
                                    budget) for i, image in enumerate(columns["images"])]
         images = [self.decoded(image, budget) for image in images]  # once every file's size is known to fit
-        extra = check_extra(signature, {n: columns[n] for n in names[1:]}, len(images))
-        return PoseRequest(signature, images, extra, outputs)
+        extra = {n: columns[n] for n in names[1:]}
+        images = self.one_image_per_row(images, extra)
+        return PoseRequest(signature, images, check_extra(signature, extra, len(images)), outputs)
 
     def parse_v2(self, request, budget: dict) -> PoseRequest:
         inputs = {}
@@ -406,9 +409,24 @@ class PoseServingModel:
             raise BadRequest(f"images must be UINT8 [N, height, width, 3] or BYTES [N] (encoded JPEG/PNG files); got "
                              f"datatype {images.datatype}.")
         extra = {name: self.tensor_values(inputs[name]) for name in SIGNATURE_INPUTS[signature]}
+        images = self.one_image_per_row(images, extra)
         outputs = [output.name for output in request.request_outputs or ()] or self.default_outputs
         return PoseRequest(signature, images, check_extra(signature, extra, len(images)),
                            self.outputs(outputs, "outputs"))
+
+    def one_image_per_row(self, images, extra: dict):
+        """One image with several boxes (or centres and scales): the image once per row, as the signatures
+        take one person per image (the same array each time, not copies; run once per row)."""
+        if len(images) != 1 or not extra:
+            return images
+        rows = {len(value) if isinstance(value, (list, np.ndarray)) and np.ndim(value) else 1
+                for value in extra.values()}
+        if len(rows) != 1 or (count := rows.pop()) <= 1:
+            return images
+        if count > MAX_IMAGES:
+            raise BadRequest(f"{' and '.join(extra)} hold {count} people of one image; at most {MAX_IMAGES} are "
+                             "accepted in one request.")
+        return [images[0]] * count
 
     @staticmethod
     def tensor_values(tensor) -> np.ndarray:

@@ -488,22 +488,29 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, ph
             assert MPII.names[9].replace("_", " ") in page.inner_text("#tooltip")
             page.screenshot(path=str(tmp_path / "page.png"))
 
-            # a box dragged around the person: the page asks the boxes signature
-            page.mouse.move(x0 + width * 0.3, y0 + height * 0.1)
-            page.mouse.down()
-            page.mouse.move(x0 + width * 0.7, y0 + height * 0.95, steps=5)
-            page.mouse.up()
-            page.wait_for_function("window.poseResult && window.poseResult.box !== null", timeout=30000)
-            page.wait_for_selector("body[data-state=done]", timeout=30000)
-            result = page.evaluate("window.poseResult")
-            answer = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]},
-                                              tensor("boxes", np.array([result["box"]], np.float32))])[1])
-            np.testing.assert_allclose([[k["x"], k["y"]] for k in result["keypoints"]], answer["keypoints"][0],
-                                       rtol=0, atol=PIXEL_TOLERANCE)
+            # boxes dragged around people: each is one more person, which the page asks the boxes signature for
+            for left, right, count in ((0.3, 0.7, 1), (0.05, 0.45, 2)):
+                page.mouse.move(x0 + width * left, y0 + height * 0.1)
+                page.mouse.down()
+                page.mouse.move(x0 + width * right, y0 + height * 0.95, steps=5)
+                page.mouse.up()
+                page.wait_for_function(f"window.poseResult && (window.poseResult.people || []).length === {count}",
+                                       timeout=30000)
+                page.wait_for_selector("body[data-state=done]", timeout=30000)
+                result = page.evaluate("window.poseResult")
+                boxes = np.array([person["box"] for person in result["people"]], np.float32)
+                answer = outputs_of(server.infer([{"name": "images", "datatype": "BYTES", "shape": [1],
+                                                   "data": [encoded]}, tensor("boxes", boxes)])[1])
+                assert answer["keypoints"].shape == (count, len(MPII.names), 2)  # one image, a person per box
+                np.testing.assert_allclose([[[k["x"], k["y"]] for k in person["keypoints"]]
+                                            for person in result["people"]], answer["keypoints"],
+                                           rtol=0, atol=PIXEL_TOLERANCE)
+                assert len(page.query_selector_all("#overlay rect.box")) == count
             with page.expect_download() as download:
                 page.click("#download")
             saved = json.loads(pathlib.Path(download.value.path()).read_text())
-            assert [k["name"] for k in saved["keypoints"]] == list(MPII.names) and saved["box"] == result["box"]
+            assert [[k["name"] for k in p["keypoints"]] for p in saved["people"]] == [list(MPII.names)] * 2
+            assert [p["box"] for p in saved["people"]] == [p["box"] for p in result["people"]]
             page.screenshot(path=str(tmp_path / "page-box.png"))
             assert not errors, errors
 
@@ -757,3 +764,18 @@ def test_a_multi_person_model_answers_every_person_over_v1_v2_and_on_the_page(br
         finally:
             chromium.close()
 
+
+
+def test_one_image_with_several_boxes_is_one_person_per_box(server, photo):
+    _, _, _, small = photo
+    image = small[0]
+    boxes = [[5, 5, 60, 90], [10, 0, 70, 95]]
+    status, answer = request(f"{server.url}/v1/models/hourglass:predict",
+                             {"signature_name": "boxes", "inputs": {"images": [image.tolist()], "boxes": boxes}})
+    assert status == 200 and len(answer["predictions"]) == 2
+    for box, prediction in zip(boxes, answer["predictions"]):  # each as if the image came once with its box
+        status, alone = request(f"{server.url}/v1/models/hourglass:predict",
+                                {"signature_name": "boxes", "instances": [{"images": image.tolist(), "boxes": box}]})
+        np.testing.assert_allclose(prediction["keypoints"], alone["predictions"][0]["keypoints"], atol=1e-4)
+    status, refused = server.infer([tensor("images", image[None]), tensor("boxes", [[5, 5, 60, 90]] * 33)])
+    assert status == 400 and "33 people of one image; at most 32" in refused["error"]

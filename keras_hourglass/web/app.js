@@ -5,7 +5,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const state = { model: null, joints: [], limbs: [], multi: false, file: null, box: null, result: null, size: null,
+// `boxes`: the person boxes dragged on the photo (a single-person model: one person per box).
+const state = { model: null, joints: [], limbs: [], multi: false, file: null, boxes: [], result: null, size: null,
   stream: null };
 // A multi-person model's people, each in its own colour (matplotlib's tab10, as the overlays of predict.py).
 const PERSON_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
@@ -51,7 +52,7 @@ function base64(buffer) {
 async function show(file) {
   stopCamera();
   state.file = file;
-  state.box = null;
+  state.boxes = [];
   $("clear-box").disabled = true;
   const url = URL.createObjectURL(file);
   const photo = $("photo");
@@ -86,9 +87,12 @@ async function show(file) {
 async function predict() {
   if (!state.file || !state.model) return;
   document.body.dataset.state = "busy";
-  say(state.box ? "Estimating the pose in the box…" : state.multi ? "Finding every person…" : "Estimating the pose…");
+  const boxes = state.boxes.length;
+  say(boxes ? `Estimating the pose in ${boxes === 1 ? "the box" : `each of the ${boxes} boxes`}…`
+    : state.multi ? "Finding every person…" : "Estimating the pose…");
   const inputs = [{ name: "images", datatype: "BYTES", shape: [1], data: [base64(await state.file.arrayBuffer())] }];
-  if (state.box) inputs.push({ name: "boxes", datatype: "FP32", shape: [1, 4], data: state.box });
+  // one image and one box per person: the server answers one person per box
+  if (boxes) inputs.push({ name: "boxes", datatype: "FP32", shape: [boxes, 4], data: state.boxes.flat() });
   const started = performance.now();
   try {
     const response = await fetch(`/v2/models/${encodeURIComponent(state.model)}/infer`, {
@@ -104,8 +108,14 @@ async function predict() {
       showPeople(xy, scores, output("person_scores"), elapsed);
       return;
     }
+    if (boxes) {  // each box's person, with the mean of its joint scores as its score
+      const k = state.joints.length;
+      const means = state.boxes.map((_, p) => scores.slice(p * k, (p + 1) * k).reduce((a, b) => a + b, 0) / k);
+      showPeople(xy, scores, means, elapsed, state.boxes);
+      return;
+    }
     state.result = {
-      model: state.model, image: state.file.name || "camera.jpg", image_size: state.size, box: state.box,
+      model: state.model, image: state.file.name || "camera.jpg", image_size: state.size, box: null,
       request_ms: Math.round(elapsed * 10) / 10,
       keypoints: state.joints.map((name, i) => ({ name, x: xy[2 * i], y: xy[2 * i + 1], score: scores[i] })),
     };
@@ -123,13 +133,13 @@ async function predict() {
   }
 }
 
-function showPeople(xy, scores, personScores, elapsed) {
+function showPeople(xy, scores, personScores, elapsed, boxes = null) {
   const k = state.joints.length;
   state.result = {
     model: state.model, image: state.file.name || "camera.jpg", image_size: state.size,
     request_ms: Math.round(elapsed * 10) / 10,
     people: personScores.map((score, p) => ({
-      person: p + 1, score,
+      person: p + 1, score, box: boxes ? boxes[p] : null,
       keypoints: state.joints.map((name, j) => ({ name, x: xy[2 * (p * k + j)], y: xy[2 * (p * k + j) + 1],
         score: scores[p * k + j] })),
     })),
@@ -151,6 +161,7 @@ function drawPeople() {
   list.replaceChildren();
   for (const person of state.result.people) {
     const colour = PERSON_COLOURS[(person.person - 1) % PERSON_COLOURS.length];
+    if (person.box) drawBox(person.box, colour);
     const found = Object.fromEntries(person.keypoints.filter((k) => k.score > 0).map((k) => [k.name, k]));
     for (const [a, b] of state.limbs) {
       const p = found[a], q = found[b];
@@ -187,7 +198,7 @@ function draw() {
   overlay.replaceChildren();
   if (state.result.people) { drawPeople(); return; }
   const unit = Math.max(...state.size) / 100;
-  if (state.box) drawBox(state.box);
+
   const points = Object.fromEntries(state.result.keypoints.map((k) => [k.name, k]));
   for (const [a, b] of state.limbs) {
     const p = points[a], q = points[b];
@@ -228,9 +239,9 @@ function tooltip(k, event) {
   if (event) { tip.style.left = `${event.clientX + 14}px`; tip.style.top = `${event.clientY + 12}px`; }
 }
 
-function drawBox([x1, y1, x2, y2]) {
+function drawBox([x1, y1, x2, y2], colour = null) {
   element("rect", { class: "box", x: x1, y: y1, width: x2 - x1, height: y2 - y1,
-    "stroke-width": Math.max(...state.size) / 300 }, $("overlay"));
+    "stroke-width": Math.max(...state.size) / 300, ...(colour ? { style: `stroke:${colour}` } : {}) }, $("overlay"));
 }
 
 function photoPoint(event) {
@@ -251,8 +262,9 @@ function setupBoxDrawing() {
   window.addEventListener("mousemove", (event) => {
     if (!start) return;
     const [x, y] = photoPoint(event);
-    $("overlay").querySelectorAll(".box").forEach((n) => n.remove());
+    $("overlay").querySelectorAll(".box.dragging").forEach((n) => n.remove());
     drawBox([Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)]);
+    $("overlay").lastChild.classList.add("dragging");
   });
   window.addEventListener("mouseup", (event) => {
     if (!start) return;
@@ -265,11 +277,11 @@ function setupBoxDrawing() {
       say("This model finds every person itself; a box is for single-person models.");
       return;
     }
-    state.box = box.map((v) => Math.round(v * 10) / 10);
+    state.boxes = [...state.boxes, box.map((v) => Math.round(v * 10) / 10)];  // each drag adds a person
     $("clear-box").disabled = false;
     predict();
   });
-  $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").disabled = true; predict(); });
+  $("clear-box").addEventListener("click", () => { state.boxes = []; $("clear-box").disabled = true; predict(); });
 }
 
 async function startCamera() {
