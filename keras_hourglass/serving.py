@@ -356,6 +356,10 @@ class PoseServingModel:
                     raise BadRequest(f"each instance of signature {signature} must be an object with {list(names)}.")
                 columns = {name: [i[name] for i in instances] for name in names}
             else:
+                extra = sorted({k for i in instances if isinstance(i, dict) and "images" in i for k in i} - {"images"})
+                if extra:  # boxes sent without signature_name: not silently ignored
+                    raise BadRequest(f"instances carry {extra}, which signature {signature} does not take; give "
+                                     "\"signature_name\": \"boxes\" or \"center_scale\".")
                 columns = {"images": [i["images"] if isinstance(i, dict) and "images" in i else i for i in instances]}
         else:
             columns = body["inputs"]
@@ -419,9 +423,13 @@ class PoseServingModel:
         take one person per image (the same array each time, not copies; run once per row)."""
         if len(images) != 1 or not extra:
             return images
-        rows = {len(value) if isinstance(value, (list, np.ndarray)) and np.ndim(value) else 1
-                for value in extra.values()}
-        if len(rows) != 1 or (count := rows.pop()) <= 1:
+        counts = {name: len(value) if isinstance(value, (list, np.ndarray)) and np.ndim(value) else 1
+                  for name, value in extra.items()}
+        rows = set(counts.values())
+        if len(rows) != 1:
+            raise BadRequest(f"{' and '.join(counts)} must have one row each per person; got "
+                             f"{', '.join(f'{n} {c}' for n, c in counts.items())} rows.")
+        if (count := rows.pop()) <= 1:
             return images
         if count > MAX_IMAGES:
             raise BadRequest(f"{' and '.join(extra)} hold {count} people of one image; at most {MAX_IMAGES} are "

@@ -100,9 +100,34 @@ def test_bad_coco_inputs_are_one_line(multi_person_model, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": []}')
     for argv, message in ((["--annotations", str(bad)], "--image-dir is needed"),
-                          (["--annotations", str(bad), "--image-dir", str(tmp_path)], "missing 'annotations'"),
+                          (["--annotations", str(bad), "--image-dir", str(tmp_path)], "not a COCO keypoint file"),
                           (["--annotations", "[", "--image-dir", str(tmp_path)], "cannot read it as COCO keypoint JSON")):
         assert message in one_line_error(evaluate.main, ["--model", model, *argv], capsys)
     line = one_line_error(evaluate.main, ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"),
                                           "--annotations", str(bad), "--detection-threshold", "0.2"], capsys)
-    assert "--detection-threshold is for multi-person models" in line
+    assert "--detection-threshold is for multi-person SavedModels" in line
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("categories"), "expected an object with the lists images, annotations and categories"),
+    (lambda d: d["annotations"][0].pop("bbox"), "annotations[0]: needs a bbox of 4 finite numbers"),
+    (lambda d: d["annotations"][0].update(keypoints="x"), "annotations[0]: keypoints must be 51 finite numbers"),
+    (lambda d: d["annotations"][1].update(keypoints=[float("nan")] * 51), "annotations[1]: keypoints must be 51"),
+    (lambda d: d["annotations"][0].pop("iscrowd"), "iscrowd 0 or 1"),
+    (lambda d: d["images"][0].update(file_name=5), "images[0] must have an integer id and a file_name"),
+    (lambda d: d["categories"][0].update(keypoints=d["categories"][0]["keypoints"][:16]), "17 keypoint names"),
+    (lambda d: d.update(annotations=[1, 2]), "annotations[0] must be an object"),
+    (lambda d: [a.update(iscrowd=1) for a in d["annotations"]], "no image has a person annotated"),
+])
+def test_a_malformed_coco_file_is_one_line_before_the_model_runs(multi_person_model, shared_data, tmp_path, capsys,
+                                                                  change, message):
+    from keras_hourglass.cli import evaluate
+    from tests.conftest import one_line_error
+
+    path = write_annotations(tmp_path / "truth.json", two_men())
+    data = json.loads(open(path).read())
+    change(data)
+    (tmp_path / "truth.json").write_text(json.dumps(data))
+    line = one_line_error(evaluate.main, ["--model", multi_person_model, "--annotations", path, "--image-dir",
+                                          str(shared_data / "mpii" / "images"), "--quiet"], capsys)
+    assert message in line

@@ -171,7 +171,7 @@ def test_an_image_without_detections_has_no_people(models, tmp_path):
     (["--input", __file__, "--box", "0,0,1e30,5"], "within 1,048,576 pixels"),
     (["--input", __file__, "--min-box-score", "0.3"], "--min-box-score applies to --boxes FILE only"),
     (["--input", __file__, "--smooth"], "--smooth is for a video"),
-    (["--input", __file__, "--detection-threshold", "0.2"], "--detection-threshold is for multi-person models"),
+    (["--input", __file__, "--detection-threshold", "0.2"], "--detection-threshold is for multi-person SavedModels"),
 ])
 def test_bad_input_is_one_clear_line(models, argv, message, tmp_path, capsys):
     assert message in one_line_error(predict.main, ["--model", models["saved"], "--output", str(tmp_path), *argv],

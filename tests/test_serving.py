@@ -779,3 +779,9 @@ def test_one_image_with_several_boxes_is_one_person_per_box(server, photo):
         np.testing.assert_allclose(prediction["keypoints"], alone["predictions"][0]["keypoints"], atol=1e-4)
     status, refused = server.infer([tensor("images", image[None]), tensor("boxes", [[5, 5, 60, 90]] * 33)])
     assert status == 400 and "33 people of one image; at most 32" in refused["error"]
+    status, refused = server.infer([tensor("images", image[None]), tensor("center", [[30, 40]] * 3),
+                                    tensor("scale", [0.5] * 2)])
+    assert status == 400 and "center 3, scale 2 rows" in refused["error"]
+    status, refused = request(f"{server.url}/v1/models/hourglass:predict",  # boxes without their signature
+                              {"instances": [{"images": image.tolist(), "boxes": boxes[0]}]})
+    assert status == 400 and "which signature serving_default does not take" in refused["error"]

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.model and os.path.isdir(args.model) and is_multi_person(args.model):
         return run_multi_person(args)
     if args.detection_threshold is not None:
-        raise ValueError("--detection-threshold is for multi-person models.")
+        raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model).")
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
@@ -125,13 +125,22 @@ def run_multi_person(args: argparse.Namespace) -> dict:
 
     if not args.image_dir:
         raise ValueError("--image-dir is needed with --model (the folder of the annotation file's images).")
+    ignored = [flag for flag, value in (("--threshold", args.threshold), ("--refine", args.refine),
+                                        ("--normalizer-joints", args.normalizer_joints), ("--split", args.split))
+               if value is not None]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: for PCK; a multi-person model is scored by COCO keypoint AP.")
     threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
     if not 0 <= threshold < 1:
         raise ValueError(f"--detection-threshold must be in [0, 1), got {threshold}.")
-    images = read_keypoint_images(args.annotations, args.image_dir)
-    if not images:
-        raise ValueError(f"{args.annotations}: no image has a person annotation.")
+    for flag, path in (("--output", args.output), ("--json", args.json)):
+        if path and os.path.exists(path) and os.path.isdir(path) != (flag == "--output"):
+            raise ValueError(f"{flag} {path}: a {'file' if flag == '--output' else 'folder'} is there; give a "
+                             f"{'folder' if flag == '--output' else 'file'}.")
     model = load_multi_person_model(args.model)
+    images = read_keypoint_images(args.annotations, args.image_dir, len(model.keypoint_names))
+    if not images:
+        raise ValueError(f"{args.annotations}: no image has a person annotated (crowds alone are not scored).")
     codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
     results = []
     for count, (image_id, path) in enumerate(images, 1):

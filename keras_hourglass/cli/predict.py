@@ -223,7 +223,8 @@ class People:
             raise ValueError(f"{args.model}: a multi-person model finds every person itself; --box and --boxes are "
                              "for single-person models (one person per box).")
         if args.detection_threshold is not None and not self.multi_person:
-            raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per "
+            raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); "
+                             "this one predicts one person per "
                              "crop.")
         if self.multi_person:
             from keras_hourglass.codec import AssociativeEmbeddingCodec

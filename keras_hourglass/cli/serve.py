@@ -123,9 +123,13 @@ def model_source(args: argparse.Namespace):
         if metadata.get("format") != MULTI_PERSON_FORMAT:
             check_single_person(metadata, args.model)
             if args.detection_threshold is not None:
-                raise ValueError("--detection-threshold is for multi-person models; this one predicts one person per "
+                raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); "
+                             "this one predicts one person per "
                                  "crop.")
         return args.model
+    if args.detection_threshold is not None:
+        raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); a "
+                         ".keras file is served as a single-person model.")
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import PoseEstimator, last_output_shape
     from keras_hourglass.pose_model import load_keras_model
