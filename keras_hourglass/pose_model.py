@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras_hourglass.codec import HeatmapCodec
 from keras_hourglass.export import check_single_person, last_output_shape, read_saved_model_metadata
 from keras_hourglass.fileio import complete_directory
+from keras_hourglass.joints import COCO_PERSON
 from keras_hourglass.model import stack_outputs
 from keras_hourglass.tflite import TFLitePoseModel
 
@@ -65,8 +66,12 @@ def pose_model_from_keras(model: keras.Model, keypoint_names: Sequence[str], fli
         raise ValueError(f"{source}: codec sizes {codec.image_size}/{codec.heatmap_size} differ from the model's "
                          f"{image_size}/{tuple(heatmap_shape[1:3])}.")
     if len(keypoint_names) != heatmap_shape[-1]:
+        hint = ""
+        if heatmap_shape[-1] == 4 * COCO_PERSON.num_keypoints:  # pose-ae-train: 17 heatmaps, 17 tags and 34 more
+            hint = (" With 68 channels it may be a multi-person (pose-ae-train) network: give its import's "
+                    "saved_model/ folder instead.")
         raise ValueError(f"{source}: the model predicts {heatmap_shape[-1]} keypoints but "
-                         f"{len(keypoint_names)} keypoint names were given.")
+                         f"{len(keypoint_names)} keypoint names were given.{hint}")
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.float32)])
     def heatmaps(images):

@@ -240,6 +240,9 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
     import cv2
 
     cv2.imwrite(image, np.zeros((40, 40, 3), np.uint8))
+    line = one_line_error(predict.main, ["--model", str(imported / "model.keras"), "--input", image, "--output",
+                                         str(tmp_path / "out")], capsys)
+    assert "may be a multi-person (pose-ae-train) network" in line and "saved_model/" in line
     model = imported / "model.tflite"  # predict takes the SavedModel (below), not yet the multi-person .tflite
     line = one_line_error(predict.main, ["--model", str(model), "--input", image, "--output", str(tmp_path / "out")],
                           capsys)

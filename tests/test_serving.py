@@ -759,6 +759,7 @@ def test_a_multi_person_model_answers_every_person_over_v1_v2_and_on_the_page(br
             page.wait_for_selector("body[data-state=done]", timeout=30000)
             result = page.evaluate("window.poseResult")
             assert len(result["people"]) == people and f"{people} people found" in page.inner_text("#message")
+            assert page.is_hidden("#legend") and "finds every person" in page.inner_text("#box-hint")
             drawn = page.eval_on_selector_all("#overlay circle.joint", """nodes => nodes.map(n => ({
                 person: +n.dataset.person, name: n.dataset.joint, x: +n.dataset.x, y: +n.dataset.y}))""")
             found = expected[1] > 0

@@ -31,6 +31,11 @@ async function connect() {
     state.joints = meta.parameters.keypoint_names;
     state.limbs = meta.parameters.limbs;
     state.multi = Boolean(meta.parameters.multi_person);
+    if (state.multi) {  // people in their own colours, found without boxes
+      $("legend").hidden = true;
+      $("box-hint").textContent = "This model finds every person in the photo itself.";
+      $("clear-box").hidden = true;
+    }
     $("model-name").textContent = `${state.model} · ${state.joints.length} joints · ${meta.parameters.input_size.join("×")} input` +
       (state.multi ? " · every person" : "");
     $("server-state").textContent = "ready";
