@@ -17,6 +17,7 @@ images evaluated and returns its ten standard figures, `STAT_NAMES`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -56,7 +57,7 @@ def keypoint_ap(annotations: str, results: list[dict], image_ids) -> dict:
         truth = COCO(annotations)
         if not results:  # loadRes refuses an empty list: nobody found anywhere scores 0 everywhere
             return {**{name: 0.0 for name in STAT_NAMES}, "table": "no person found in any image"}
-        found = truth.loadRes(results)
+        found = truth.loadRes(copy.deepcopy(results))  # loadRes adds id, area and bbox to the dicts it is given
         evaluation = COCOeval(truth, found, "keypoints")
         evaluation.params.imgIds = sorted(image_ids)
         evaluation.evaluate()

@@ -528,9 +528,11 @@ class PoseServingModel:
         except asyncio.CancelledError:
             cancelled.set()
             raise
-        if not v2 and self.multi_person:  # per image, its people
-            rows = outputs["image_index"]
-            return {"predictions": [{name: outputs[name][rows == i].tolist() for name in request.outputs
+        if not v2 and self.multi_person:  # per image, its people; a joint a person lacks is [null, null]
+            rows, lacking = outputs["image_index"], outputs["scores"] <= 0
+            keypoints = np.where(lacking[..., None], None, outputs["keypoints"].astype(object))
+            columns = {**outputs, "keypoints": keypoints}
+            return {"predictions": [{name: columns[name][rows == i].tolist() for name in request.outputs
                                      if name != "image_index"} for i in range(request.count)]}
         if not v2:
             return {"predictions": [{name: outputs[name][i].tolist() for name in request.outputs}

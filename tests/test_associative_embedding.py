@@ -256,7 +256,7 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
                                           str(tiny_synthetic + "/images")], capsys)
     assert "cannot read it as COCO keypoint JSON" in line
     line = one_line_error(convert.main, ["--model", str(imported / "saved_model"), "--output",
-                                         str(tmp_path / "converted"), "--quantization", "float32"], capsys)
+                                         str(tmp_path / "converted")], capsys)  # before int8's own checks
     assert "a multi-person model" in line
     line = one_line_error(serve.main, [str(imported / "model.tflite"), "--port", str(free_port())], capsys)
     assert "not a SavedModel folder" in line  # the server takes the multi-person SavedModel (tests/test_serving.py)

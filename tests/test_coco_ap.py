@@ -89,6 +89,7 @@ def test_evaluate_prints_the_coco_table_of_a_multi_person_model(multi_person_mod
     results = json.loads((tmp_path / "eval" / "keypoints_results.json").read_text())
     assert metrics["people_found"] == len(results) > 0 and 0 <= metrics["AP"] <= 1  # untrained: near 0
     assert all(r["image_id"] == 52475643 and len(r["keypoints"]) == 51 for r in results)
+    assert all(sorted(r) == ["category_id", "image_id", "keypoints", "score"] for r in results)  # as written
 
 
 def test_bad_coco_inputs_are_one_line(multi_person_model, tmp_path, capsys):

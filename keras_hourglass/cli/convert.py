@@ -114,6 +114,10 @@ def crop_pixel_distance(keypoints, reference, records, image_size) -> np.ndarray
 def run(args: argparse.Namespace) -> dict:
     if not os.path.exists(args.model):
         raise ValueError(f"{args.model}: no such model file or folder.")
+    if os.path.isfile(os.path.join(args.model, "saved_model.pb")):  # a multi-person one is refused before anything
+        from keras_hourglass.export import check_single_person, read_saved_model_metadata
+
+        check_single_person(read_saved_model_metadata(args.model), args.model)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}.")
     if args.num_calibration < 1:

@@ -201,6 +201,7 @@ function element(name, attributes, parent) {
 function draw() {
   const overlay = $("overlay");
   overlay.replaceChildren();
+  $("legend").hidden = Boolean(state.result.people);  // people are drawn in their own colours, not by side
   if (state.result.people) { drawPeople(); return; }
   const unit = Math.max(...state.size) / 100;
 
