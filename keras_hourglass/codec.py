@@ -339,6 +339,9 @@ def flip_keypoints(keypoints, width: int, flip_index: Sequence[int]):
 AE_JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
 
+DETECTION_THRESHOLD = 0.1  # pose-ae-train test.py's `HeatmapParser(detection_val=0.1)`
+
+
 class AssociativeEmbeddingCodec:
     """Decodes one image's joint heatmaps and tags into people, as pose-ae-train's `test.py` does.
 
@@ -385,7 +388,8 @@ class AssociativeEmbeddingCodec:
     makes them.
     """
 
-    def __init__(self, detection_threshold: float = 0.1, tag_threshold: float = 1.0, max_people: int = 30,
+    def __init__(self, detection_threshold: float = DETECTION_THRESHOLD, tag_threshold: float = 1.0,
+                 max_people: int = 30,
                  joint_order: Sequence[int] = AE_JOINT_ORDER, fill_missing: bool = True):
         if sorted(joint_order) != list(range(len(joint_order))):
             raise ValueError(f"joint_order must list each joint index once, got {list(joint_order)}.")

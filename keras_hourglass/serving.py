@@ -219,7 +219,8 @@ class PoseServingModel:
     Built by `pose_serving_model` as a subclass of `kserve.Model` (imported only when serving).
     """
 
-    def __init__(self, name: str, source, max_image_side: int = MAX_IMAGE_SIDE, detection_threshold: float = 0.1):
+    def __init__(self, name: str, source, max_image_side: int = MAX_IMAGE_SIDE,
+                 detection_threshold: float | None = None):
         from keras_hourglass.export import MULTI_PERSON_FORMAT, read_saved_model_metadata
 
         super().__init__(name)
@@ -250,7 +251,9 @@ class PoseServingModel:
             from keras_hourglass.multiperson import load_multi_person_model
 
             self.people_model = load_multi_person_model(self.source)
-            self.codec = AssociativeEmbeddingCodec(detection_threshold=self.detection_threshold)
+            self.codec = AssociativeEmbeddingCodec(**({} if self.detection_threshold is None else
+                                                      {"detection_threshold": self.detection_threshold}))
+            self.detection_threshold = self.codec.detection_threshold
             self.run(PoseRequest("serving_default", np.zeros((1, 32, 32, 3), np.uint8), {}))  # its first call
             self.ready = True
             return True
@@ -581,7 +584,8 @@ class PoseServingModel:
                 "parameters": {**parameters, "multi_person": self.multi_person}}
 
 
-def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE, detection_threshold: float = 0.1):
+def pose_serving_model(name: str, source, max_image_side: int = MAX_IMAGE_SIDE,
+                       detection_threshold: float | None = None):
     """A loaded `PoseServingModel` (a `kserve.Model`) named `name`.
 
     `source`: a SavedModel folder written by `keras_hourglass.export`, or a

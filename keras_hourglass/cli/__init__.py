@@ -99,6 +99,21 @@ def release_freed_memory() -> None:
         pass
 
 
+def detection_threshold(value: float | None, multi_person: bool) -> float:
+    """`--detection-threshold` as the commands take it: for a multi-person SavedModel only, in [0, 1) (its
+    heatmaps are capped at 1), and the codec's default (the reference's 0.1) when not given."""
+    from keras_hourglass.codec import DETECTION_THRESHOLD
+
+    if value is None:
+        return DETECTION_THRESHOLD
+    if not multi_person:
+        raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); this "
+                         "model predicts one person per crop.")
+    if not 0 <= value < 1:
+        raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got {value}.")
+    return value
+
+
 def normalizer_joint_names(text: str | None) -> tuple | None:
     """`--normalizer-joints a,b` as a tuple of names (the loader checks that there are two)."""
     return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())

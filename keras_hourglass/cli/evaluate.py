@@ -42,7 +42,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command
+from keras_hourglass.cli import detection_threshold, normalizer_joint_names, quiet_tensorflow, run_command
 from keras_hourglass.joints import DATASETS
 
 
@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.model and os.path.isdir(args.model) and is_multi_person(args.model):
         return run_multi_person(args)
-    if args.detection_threshold is not None:
-        raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model).")
+    detection_threshold(args.detection_threshold, multi_person=False)
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.evaluation import evaluate_model, evaluate_predictions, read_predictions
@@ -130,9 +129,7 @@ def run_multi_person(args: argparse.Namespace) -> dict:
                if value is not None]
     if ignored:
         raise ValueError(f"{', '.join(ignored)}: for PCK; a multi-person model is scored by COCO keypoint AP.")
-    threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
-    if not 0 <= threshold < 1:
-        raise ValueError(f"--detection-threshold must be in [0, 1), got {threshold}.")
+    threshold = detection_threshold(args.detection_threshold, multi_person=True)
     for flag, path in (("--output", args.output), ("--json", args.json)):
         if path and os.path.exists(path) and os.path.isdir(path) != (flag == "--output"):
             raise ValueError(f"{flag} {path}: a {'file' if flag == '--output' else 'folder'} is there; give a "

@@ -55,7 +55,7 @@ import sys
 
 import numpy as np
 
-from keras_hourglass.cli import quiet_tensorflow, run_command
+from keras_hourglass.cli import detection_threshold, quiet_tensorflow, run_command
 from keras_hourglass.fileio import PARTIAL
 from keras_hourglass.joints import JOINT_SPECS, JointSpec, get_joint_spec
 
@@ -222,17 +222,10 @@ class People:
         if self.multi_person and (args.box or detections is not None):
             raise ValueError(f"{args.model}: a multi-person model finds every person itself; --box and --boxes are "
                              "for single-person models (one person per box).")
-        if args.detection_threshold is not None and not self.multi_person:
-            raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); "
-                             "this one predicts one person per "
-                             "crop.")
+        threshold = detection_threshold(args.detection_threshold, self.multi_person)
         if self.multi_person:
             from keras_hourglass.codec import AssociativeEmbeddingCodec
 
-            threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
-            if not 0 <= threshold < 1:
-                raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got "
-                                 f"{threshold}.")
             self.codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
             self.model = load_multi_person_model(args.model)
             self.names, self.size = self.model.keypoint_names, self.model.input_size
@@ -307,7 +300,7 @@ def run(args: argparse.Namespace) -> dict:
 
     people_in = People(args, detections)
     spec = people_in.spec
-    track = VideoTrack(args, people_in.spec) if video else None
+    track = VideoTrack(args) if video else None
     results, failed, overlays = [], [], set()
     with contextlib.ExitStack() as cleanup:
         if track is not None:
@@ -370,7 +363,7 @@ class VideoTrack:
     Used as a context manager around the frames.
     """
 
-    def __init__(self, args: argparse.Namespace, spec):
+    def __init__(self, args: argparse.Namespace):
         import cv2
 
         from keras_hourglass.tracking import PersonTracker

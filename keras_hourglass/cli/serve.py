@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from keras_hourglass.cli import quiet_tensorflow, run_command, step
+from keras_hourglass.cli import detection_threshold, quiet_tensorflow, run_command, step
 from keras_hourglass.joints import JOINT_SPECS, get_joint_spec
 
 SERVER_PACKAGES = ("kserve", "fastapi", "uvicorn")  # installed by `pip install 'keras-hourglass[serve]'`
@@ -78,9 +78,6 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--request-timeout", args.request_timeout)):
         if not value > 0:
             raise ValueError(f"{flag} must be positive, got {value:g}.")
-    if args.detection_threshold is not None and not 0 <= args.detection_threshold < 1:
-        raise ValueError(f"--detection-threshold must be in [0, 1) (heatmaps are capped at 1), got "
-                         f"{args.detection_threshold}.")
     if not args.name or "/" in args.name or ":" in args.name:
         raise ValueError(f"--name must be a non-empty name without '/' or ':', got {args.name!r}.")
     if not os.path.exists(args.model):
@@ -120,16 +117,12 @@ def model_source(args: argparse.Namespace):
         if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
             raise ValueError(f"{args.model}: not a SavedModel folder (no saved_model.pb) or a .keras file.")
         metadata = read_saved_model_metadata(args.model)
-        if metadata.get("format") != MULTI_PERSON_FORMAT:
+        multi_person = metadata.get("format") == MULTI_PERSON_FORMAT
+        if not multi_person:
             check_single_person(metadata, args.model)
-            if args.detection_threshold is not None:
-                raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); "
-                             "this one predicts one person per "
-                                 "crop.")
+        args.detection_threshold = detection_threshold(args.detection_threshold, multi_person)
         return args.model
-    if args.detection_threshold is not None:
-        raise ValueError("--detection-threshold is for multi-person SavedModels (an import's DIR/saved_model); a "
-                         ".keras file is served as a single-person model.")
+    args.detection_threshold = detection_threshold(args.detection_threshold, False)  # a .keras: one person a crop
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import PoseEstimator, last_output_shape
     from keras_hourglass.pose_model import load_keras_model
@@ -156,8 +149,7 @@ def run(args: argparse.Namespace) -> None:
     with step("starting KServe"):
         import_kserve()
     with step(("loading the SavedModel, then " if saved_model else "") + "one call of each signature"):
-        threshold = 0.1 if args.detection_threshold is None else args.detection_threshold
-        model = pose_serving_model(args.name, source, args.max_image_side, threshold)
+        model = pose_serving_model(args.name, source, args.max_image_side, args.detection_threshold)
     serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
           allowed_hosts=args.allowed_host, allow_model_control=args.allow_model_control,
           on_ready=lambda: print(f"serving {args.model} as {args.name!r} on http://{args.host}:{args.port}/",
