@@ -209,17 +209,14 @@ def merged_outputs(heatmaps, tags, flip_index=None):
     """
     heatmaps, tags = np.asarray(heatmaps, np.float32), np.asarray(tags, np.float32)
     if flip_index is None:
-        merged, merged_tags = heatmaps[0], tags[0][..., None]
+        merged, merged_tags, count = heatmaps[0], tags[0][..., None], 1
     else:
-        mirrored = heatmaps[1][:, ::-1][..., flip_index]
-        merged = heatmaps[0] + mirrored
+        merged = heatmaps[0] + heatmaps[1][:, ::-1][..., flip_index]
         merged_tags = np.stack([tags[0], tags[1][:, ::-1][..., flip_index]], axis=-1)
-        if merged.max() > MAX_HEATMAP_VALUE:  # the reference tests the sum, before halving it
-            return None
-        return np.minimum(merged / 2, 1), merged_tags
-    if merged.max() > MAX_HEATMAP_VALUE:
+        count = 2
+    if merged.max() > MAX_HEATMAP_VALUE:  # the reference tests the sum, before averaging it
         return None
-    return np.minimum(merged, 1), merged_tags
+    return np.minimum(merged / count, 1), merged_tags
 
 
 def predict_people(model: MultiPersonModel, image, codec: AssociativeEmbeddingCodec | None = None,
