@@ -15,7 +15,7 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-from keras_hourglass.joints import DATASETS
+from keras_hourglass.joints import DATASETS, PEOPLE_DATASETS
 
 DEFAULT_PRESET = "synthetic-small"
 
@@ -68,7 +68,8 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("dataset", "mpii", "data set of the annotation files", "data", choices=DATASETS),
+    Setting("dataset", "mpii", "data set of the annotation files (coco-people, synthetic-people: whole images with "
+            "several people, for a multi-person model)", "data", choices=DATASETS + PEOPLE_DATASETS),
     Setting("train_annotations", None, "training annotation file (.h5, .json, .mat)", "data"),
     Setting("valid_annotations", None, "validation annotation file", "data"),
     Setting("image_dir", None, "folder the annotation files' image names are relative to", "data"),
@@ -103,6 +104,8 @@ SETTINGS = (
     Setting("lr_decay_epochs", (), "step decay: epochs at which the rate drops, 'a,b' (they move with --epochs "
             "when only --epochs is given)", "optimisation", _int_list),
     Setting("lr_decay_factor", 0.2, "factor of each drop", "optimisation", float),
+    Setting("tag_loss_weight", 1e-3, "multi-person: weight of the push and of the pull loss beside the heatmap "
+            "loss's 1 (pose-ae-train: 1e-3)", "optimisation", float),
     Setting("epochs", 100, "training epochs", "optimisation", int),
     Setting("steps_per_epoch", None, "steps per epoch (default: one pass over the training set)", "optimisation",
             int),
@@ -145,6 +148,22 @@ PRESETS = {
         batch_size=16, optimizer="adam",
         learning_rate=2.5e-3, warmup_epochs=1, lr_decay_epochs=(14,), lr_decay_factor=0.2, epochs=18,
         eval_every=3, flip_test=True, num_train=4000, num_valid=200,
+    ),
+    # A multi-person (Associative Embedding) model that trains on 2 CPU cores: scenes of 1-4 synthetic people at
+    # 128x128, a 2-stack conv-block network as pose-ae-train's but narrow, sigma 1 on its 32x32 heatmaps (the
+    # reference's side / 64 would be 0.5), Adam with a warm-up; COCO AP by pycocotools every 4 epochs.
+    "synthetic-people": dict(
+        dataset="synthetic-people", variant="associative_embedding_small", image_size=128, sigma=1.0,
+        data_dir=os.path.join("data", "synthetic-people"), batch_size=16, optimizer="adam", learning_rate=1e-3,
+        warmup_epochs=1, lr_decay_epochs=(16,), lr_decay_factor=0.2, epochs=20, eval_every=4, num_train=2000,
+        num_valid=100,
+    ),
+    # pose-ae-train's COCO training: 512x512 input, 128x128 heatmaps with sigma 2 (side / 64), Adam at 2e-4,
+    # batch 32, 1000 iterations an "epoch", the rate down to 1e-5 after 200,000 iterations.
+    "coco-people": dict(
+        dataset="coco-people", variant="associative_embedding", image_size=512, sigma=2.0, batch_size=32,
+        optimizer="adam", learning_rate=2e-4, steps_per_epoch=1000, epochs=250, lr_decay_epochs=(200,),
+        lr_decay_factor=0.05, eval_every=10,
     ),
     # The paper's models: RMSprop at 2.5e-4, batch 16, 256x256 input, 64x64
     # heatmaps with sigma 1; the learning rate drops 5x twice near the end.
@@ -229,13 +248,13 @@ def check_config(config: Config) -> None:
     if config.image_size % 4:
         raise ValueError(f"--image-size must be a multiple of 4 (heatmaps are a quarter of the input; the model "
                          f"needs a multiple of 2^(depth + 2)), got {config.image_size}.")
-    for name in ("learning_rate", "sigma"):
+    for name in ("learning_rate", "sigma", "tag_loss_weight"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{SETTINGS_BY_NAME[name].flag} must be positive, got {getattr(config, name)}.")
     drops = tuple(config.lr_decay_epochs)
     if any(not 0 < e < config.epochs for e in drops) or list(drops) != sorted(set(drops)):
         raise ValueError(f"--lr-decay-epochs must be increasing epochs within 1..{config.epochs - 1}, got {drops}.")
-    if config.dataset != "synthetic":
+    if config.dataset not in ("synthetic", "synthetic-people"):
         for name in ("train_annotations", "valid_annotations"):
             if getattr(config, name) is None:
                 raise ValueError(f"{SETTINGS_BY_NAME[name].flag} is required for the {config.dataset} data set.")

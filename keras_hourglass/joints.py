@@ -227,6 +227,9 @@ JOINT_SPECS = {spec.name: spec for spec in (MPII, FLIC, COCO_PERSON)}
 # The data sets the loaders read (`keras_hourglass.data.loaders`); synthetic people have MPII's joints,
 # COCO files bring their own.
 DATASETS = ("mpii", "flic", "coco", "synthetic")
+# Whole images with several people, for a multi-person model (`keras_hourglass.data.people`): COCO keypoint
+# files, and the synthetic scenes of `keras_hourglass.data.synthetic.generate_scenes`.
+PEOPLE_DATASETS = ("coco-people", "synthetic-people")
 
 
 def get_joint_spec(name: str) -> JointSpec:

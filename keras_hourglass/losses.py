@@ -49,7 +49,7 @@ class HeatmapMSE(keras.losses.Loss):
         return {"reduction": self.reduction, "name": self.name}
 
 
-PUSH_WEIGHT = PULL_WEIGHT = 1e-3  # pose-ae-train's weights of its push and pull losses (the heatmap loss weighs 1)
+TAG_LOSS_WEIGHT = 1e-3  # pose-ae-train's weight of its push loss and of its pull loss (the heatmap loss weighs 1)
 
 
 def masked_heatmap_loss(predicted, target, mask):

@@ -79,6 +79,9 @@ VARIANTS = {
     # pose-ae-train's COCO model: 68 output channels, 17 joint heatmaps then 17 tag maps (and 34 unused).
     "associative_embedding": dict(num_stacks=4, filters=256, depth=4, stem_filters=(64, 128, 128),
                                   image_size=(512, 512), block="conv", width_increase=128, batch_norm=False),
+    # Its blocks at CPU size, for the synthetic multi-person preset (`synthetic-people`).
+    "associative_embedding_small": dict(num_stacks=2, filters=64, depth=3, stem_filters=(32, 64, 64),
+                                        image_size=(128, 128), block="conv", width_increase=32, batch_norm=False),
 }
 BLOCKS = ("residual", "conv")
 

@@ -251,3 +251,23 @@ def predict_people(model: MultiPersonModel, image, codec: AssociativeEmbeddingCo
     transform = np.asarray(transform[0], np.float32)
     in_image = in_crop @ transform[:, :2].T + transform[:, 2]
     return in_image.astype(np.float32), scores, person_scores
+
+
+def multi_person_model_from_keras(network: keras.Model, spec=None) -> MultiPersonModel:
+    """A `MultiPersonModel` that runs a Keras network in memory (a model being trained), as its SavedModel would.
+
+    `spec` names the joints (default `keras_hourglass.joints.COCO_PERSON`).
+    """
+    spec = spec or COCO_PERSON
+    output_shape = last_output_shape(network)
+
+    @tf.function(reduce_retracing=True)
+    def run(images):
+        return split_outputs(tf.cast(stack_outputs(network(images, training=False))[-1], tf.float32))
+
+    def crops(batch):
+        heatmaps, tags = run(tf.convert_to_tensor(batch, tf.float32))
+        return {"heatmaps": heatmaps.numpy(), "tags": tags.numpy()}
+
+    return MultiPersonModel(crops, list(spec.names), [int(i) for i in spec.flip_index], spec.limbs,
+                            tuple(network.input_shape[1:3]), tuple(output_shape[1:3]), network.name, network)

@@ -21,6 +21,10 @@ run (`--qat-from`, see `keras_hourglass.quantization`) writes
 fine-tuning) instead of `model.tflite`, `calibration/` (the ranges' last
 conversion) and `model.keras` (the float model after its last epoch).
 
+A multi-person data set (`--dataset coco-people` or `synthetic-people`)
+trains an Associative Embedding model instead, with this module's parts:
+`keras_hourglass.multiperson_training`.
+
 Under `--strategy multiworker` every worker runs this same function; what
 differs between the chief and the others is in `run_training` and
 `keras_hourglass.distributed`.
@@ -395,7 +399,6 @@ def run_training(config: Config) -> dict:
     at the end, and return `{"worker": ...}` without evaluating or exporting.
     """
     from keras_hourglass.distributed import check_same_command, chief_first, describe_worker, failures_named
-
     started = time.perf_counter()
     strategy = make_strategy(config.strategy)  # first: a multi-worker runtime must start before any TensorFlow op
     worker = describe_worker(strategy)

@@ -38,7 +38,8 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
 
     Args:
         directory: where `best/` and `last/` go.
-        codec: the training codec (input size, heatmap size, flip partners).
+        codec: the training codec (input size, heatmap size, flip partners);
+            None with `make_estimator`.
         keypoint_names: one per heatmap channel.
         monitor: the log entry to watch.
         mode: `"max"` (PCK) or `"min"` (a loss).
@@ -47,11 +48,17 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
         export_model: the model to export, when it is not the one being
             fitted (quantization-aware training fits a wrapper that shares
             the float model's weights; the float model is what is exported).
+        make_estimator: `model -> estimator` (anything `save_estimator`
+            writes) instead of a `PoseEstimator` with the codec: a
+            multi-person run's `MultiPersonEstimator`.
     """
 
-    def __init__(self, directory: str, codec: HeatmapCodec, keypoint_names, monitor: str = "val_pckh",
-                 mode: str = "max", flip_test: bool = False, verbose: int = 1, limbs=(), export_model=None):
+    def __init__(self, directory: str, codec: HeatmapCodec | None, keypoint_names, monitor: str = "val_pckh",
+                 mode: str = "max", flip_test: bool = False, verbose: int = 1, limbs=(), export_model=None,
+                 make_estimator=None):
         super().__init__()
+        self.make_estimator = make_estimator or (lambda model: PoseEstimator(
+            model, self.codec, self.keypoint_names, self.flip_test, self.limbs))
         self.export_model = export_model
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
@@ -81,7 +88,7 @@ class SavedModelCheckpoint(keras.callbacks.Callback):
 
     def _export(self, path, epoch, value=None):
         if self._estimator is None:  # one estimator per run: later saves reuse its traced functions
-            self._estimator = PoseEstimator(self.export_model or self.model, self.codec, self.keypoint_names, self.flip_test, self.limbs)
+            self._estimator = self.make_estimator(self.export_model or self.model)
         save_estimator(self._estimator, path,
                        {"checkpoint.json": {"epoch": epoch + 1, "monitor": self.monitor, "value": value}})
 

@@ -116,11 +116,12 @@ def run(args: argparse.Namespace) -> dict:
 
 def run_multi_person(args: argparse.Namespace) -> dict:
     """COCO keypoint AP of a multi-person SavedModel on the annotated images of a COCO keypoint file."""
-    from keras_hourglass.cli.predict import read_image
     from keras_hourglass.codec import AssociativeEmbeddingCodec
-    from keras_hourglass.coco_ap import STAT_NAMES, keypoint_ap, keypoint_results, read_keypoint_images
+    from keras_hourglass.coco_ap import STAT_NAMES, evaluate_people
+    from keras_hourglass.data.people import load_people
     from keras_hourglass.fileio import write_json
-    from keras_hourglass.multiperson import load_multi_person_model, predict_people
+    from keras_hourglass.joints import COCO_PERSON
+    from keras_hourglass.multiperson import load_multi_person_model
 
     if not args.image_dir:
         raise ValueError("--image-dir is needed with --model (the folder of the annotation file's images).")
@@ -134,22 +135,21 @@ def run_multi_person(args: argparse.Namespace) -> dict:
         if path and os.path.exists(path) and os.path.isdir(path) != (flag == "--output"):
             raise ValueError(f"{flag} {path}: a {'file' if flag == '--output' else 'folder'} is there; give a "
                              f"{'folder' if flag == '--output' else 'file'}.")
-    model = load_multi_person_model(args.model)
-    images = read_keypoint_images(args.annotations, args.image_dir, len(model.keypoint_names))
-    if not images:
+    people = load_people(args.annotations, args.image_dir, with_keypoints=False, max_people=None)
+    if not len(people):
         raise ValueError(f"{args.annotations}: no image has a person annotated (crowds alone are not scored).")
+    model = load_multi_person_model(args.model)
+    if model.keypoint_names != list(COCO_PERSON.names):
+        raise ValueError(f"{args.model}: COCO keypoint AP scores COCO's 17 person keypoints; the model names "
+                         f"{', '.join(model.keypoint_names[:4])}, ...")
     codec = AssociativeEmbeddingCodec(detection_threshold=threshold)
-    results = []
-    for count, (image_id, path) in enumerate(images, 1):
-        image, problem = read_image(path)
-        if problem:
-            raise ValueError(problem + ".")
-        results += keypoint_results(image_id, *predict_people(model, image, codec, args.flip_test))
+
+    def progress(done, total, found):
         if not args.quiet:
-            print(f"\r{count}/{len(images)} images, {len(results)} people", end="", flush=True)
-    if not args.quiet:
-        print()
-    stats = keypoint_ap(args.annotations, results, [image_id for image_id, _ in images])
+            print(f"\r{done}/{total} images, {found} people", end="\n" if done == total else "", flush=True)
+
+    stats, results = evaluate_people(model, people, codec, args.flip_test, progress)
+    images = people.image_ids
     print(f"{args.annotations}: {len(images)} images, {len(results)} people found, "
           f"{os.path.basename(os.path.normpath(args.model))} (COCO keypoint AP, pycocotools)")
     print("  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES))

@@ -12,6 +12,9 @@ and plot, all under `runs/synthetic-small/`.
         --valid-annotations FLIC/examples.mat --valid-split test --image-dir FLIC/images
     python train.py --dataset coco --train-annotations mine/train.json --valid-annotations mine/valid.json \\
         --image-dir mine/images --normalizer-joints right_shoulder,left_hip --epochs 50
+    python train.py --preset synthetic-people          # a multi-person model on synthetic scenes
+    python train.py --preset coco-people --train-annotations person_keypoints_train2017.json \\
+        --valid-annotations person_keypoints_val2017.json --image-dir coco/images
 
 A preset fills in every setting; any flag overrides it. The resolved
 configuration goes to `<output>/config.json`; the same command again resumes
@@ -38,7 +41,12 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     config = resolve_config(args)
     quiet_tensorflow()
-    from keras_hourglass.training import run_training
+    from keras_hourglass.joints import PEOPLE_DATASETS
+
+    if config.dataset in PEOPLE_DATASETS:  # a multi-person model
+        from keras_hourglass.multiperson_training import run_people_training as run_training
+    else:
+        from keras_hourglass.training import run_training
 
     summary = run_training(config)
     shown = {k: v for k, v in summary.items() if k != "groups"}
