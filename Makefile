@@ -13,7 +13,7 @@ export KERAS_BACKEND ?= tensorflow
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[serve,test]'
+	$(PY) -m pip install --quiet -e '.[serve,onnx,openvino,test]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -12,7 +12,12 @@ times one crop at a time:
   stack, no decoding);
 * `savedmodel`: the exported `crops` signature (last stack, decoding included);
 * `tflite-<quantization>`: the converted `crops` signature with the LiteRT
-  interpreter (decoding included).
+  interpreter (decoding included);
+* `onnx-float32`, `openvino-float32`: the same signature as an ONNX file in
+  ONNX Runtime and an OpenVINO file in OpenVINO Runtime (CPU, f32 precision;
+  `keras_hourglass.interchange`), with the same number of threads;
+  `openvino-auto`: the OpenVINO file at the plugin's own precision (bf16 on
+  CPUs with bf16 units), with how far its heatmaps move from f32's.
 
 It prints the median milliseconds per image and each one's efficiency: the
 model's FLOPs (2 per multiply-add of every convolution, the rest is
@@ -81,7 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow and LiteRT threads (default 2)")
     parser.add_argument("--steps", type=int, default=10, help="timed images per format (default 10)")
-    parser.add_argument("--formats", nargs="+", default=["keras", "savedmodel", "float32", "float16", "dynamic", "int8"])
+    parser.add_argument("--formats", nargs="+", default=["keras", "savedmodel", "float32", "float16", "dynamic", "int8",
+                                                          "onnx", "openvino"])
     parser.add_argument("--num-calibration", type=int, default=8,
                         help="random crops that calibrate int8 (default 8: they set ranges only; 200, convert.py's "
                              "default, times a real conversion)")
@@ -99,6 +105,7 @@ def main(argv=None) -> int:
 
     from keras_hourglass import MPII, VARIANTS, HeatmapCodec, build_variant
     from keras_hourglass.export import export_saved_model
+    from keras_hourglass.interchange import EXTENSIONS, FORMATS, RuntimePoseModel, convert
     from keras_hourglass.tflite import QUANTIZATIONS, TFLitePoseModel, convert_saved_model, int8_mac_share
 
     unknown = [v for v in args.variant if v not in VARIANTS]
@@ -139,6 +146,18 @@ def main(argv=None) -> int:
                   f"({os.path.getsize(path) / 2**20:.1f} MiB, {100 * int8_mac_share(path):.1f}% of multiply-adds in int8)", flush=True)
             runner = TFLitePoseModel(path, num_threads=args.threads)
             timings[f"tflite-{quantization}"] = seconds_per_call(lambda: runner.predict(crop), args.steps)
+        for fmt in (f for f in FORMATS if f in args.formats):
+            start = time.perf_counter()
+            path = convert(saved, os.path.join(folder, variant, "model" + EXTENSIONS[fmt]), fmt)
+            print(f"  converted {fmt} in {time.perf_counter() - start:.0f} s (float32)", flush=True)
+            runtime = RuntimePoseModel(path, num_threads=args.threads)
+            timings[f"{fmt}-float32"] = seconds_per_call(lambda: runtime.predict(crop), args.steps)
+            if fmt == "openvino":  # the plugin's own precision: bf16 where the CPU has bf16 units
+                auto = RuntimePoseModel(path, num_threads=args.threads, openvino_precision=None)
+                timings["openvino-auto"] = seconds_per_call(lambda: auto.predict(crop), args.steps)
+                difference = np.abs(auto.predict(crop)["heatmaps"] - runtime.predict(crop)["heatmaps"]).max()
+                print(f"  openvino-auto: heatmaps differ from f32 by up to {difference:.2g} "
+                      f"(their largest value {np.abs(runtime.predict(crop)['heatmaps']).max():.2g})", flush=True)
         for name, seconds in timings.items():
             achieved = flops / seconds / 1e9
             rows.append((variant, name, 1000 * seconds, achieved, 100 * achieved / peak))

@@ -254,6 +254,23 @@ def check_single_person(metadata: dict, source: str) -> dict:
     return metadata
 
 
+def crops_signature(saved_model) -> tuple:
+    """`(the crops signature's concrete function, the export metadata, the object that owns its variables)`.
+
+    `saved_model` is a SavedModel folder written by `export_saved_model`, or
+    the `PoseEstimator` in memory that wrote (or would write) it: its graph
+    is used without reading a file. What the converters (TFLite, ONNX,
+    OpenVINO) start from.
+    """
+    if isinstance(saved_model, (str, os.PathLike)):
+        if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+            raise ValueError(f"{saved_model}: not a SavedModel directory (no saved_model.pb).")
+        info = read_saved_model_metadata(str(saved_model))
+        owner = tf.saved_model.load(str(saved_model))
+        return owner.signatures["crops"], info, owner
+    return saved_model.crops.get_concrete_function(), saved_model.metadata(), saved_model.archive
+
+
 def read_saved_model_metadata(directory: str, source: str | None = None) -> dict:
     """The `assets.extra/keras_hourglass.json` of an exported SavedModel; errors name `source` (default `directory`)."""
     path = os.path.join(directory, METADATA_FILE)

@@ -1,8 +1,9 @@
 """One loader for every saved model format, and the one interface inference runs on.
 
 `load_pose_model` takes a SavedModel folder written by
-`keras_hourglass.export`, a `.keras` file, or a `.tflite` file converted by
-`keras_hourglass.tflite`, and returns a `PoseModel`: a function from crops to
+`keras_hourglass.export`, a `.keras` file, or a `.tflite`, `.onnx` or
+OpenVINO `.xml` file converted from one (`keras_hourglass.tflite`,
+`keras_hourglass.interchange`), and returns a `PoseModel`: a function from crops to
 the last stack's heatmaps, with the codec that decodes them and the keypoint
 names. The evaluation chain (`keras_hourglass.evaluation`), prediction and
 the PCK callback run every format through it.
@@ -98,7 +99,8 @@ def load_keras_model(path: str) -> keras.Model:
 
 
 def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip_index=None) -> PoseModel:
-    """Loads a SavedModel written by `export_saved_model`, a `.tflite` file converted from one, or a `.keras` file.
+    """Loads a SavedModel written by `export_saved_model`, a `.tflite`, `.onnx` or OpenVINO `.xml` file converted
+    from one, or a `.keras` file.
 
     A `.keras` file carries no joint metadata: `keypoint_names` (and
     `flip_index` for the flip test) must then be given, e.g. from the data
@@ -109,6 +111,8 @@ def load_pose_model(path: str, keypoint_names: Sequence[str] | None = None, flip
         raise ValueError(f"{path}: no such model file or folder.")
     if str(path).endswith(".tflite"):
         return load_tflite_pose_model(path)
+    if str(path).lower().endswith((".onnx", ".xml")):
+        return load_runtime_pose_model(path)
     if str(path).endswith(".keras"):
         model = load_keras_model(path)
         if keypoint_names is None:
@@ -132,16 +136,28 @@ def load_tflite_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
     decoding (tested per quantization), so scores measured this way are what
     an app gets.
     """
-    model = TFLitePoseModel(model_path, num_threads)
-    check_single_person(model.metadata, model_path)
-    codec = HeatmapCodec.from_config(model.metadata["codec"])
-    names = list(model.metadata["keypoint_names"])
+    return _file_pose_model(TFLitePoseModel(model_path, num_threads), model_path)
+
+
+def load_runtime_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
+    """A `PoseModel` whose `heatmaps` runs an ONNX file in ONNX Runtime or an OpenVINO `.xml` in OpenVINO
+    (`keras_hourglass.interchange.RuntimePoseModel`), as `load_tflite_pose_model` runs a `.tflite` file."""
+    from keras_hourglass.interchange import RuntimePoseModel
+
+    return _file_pose_model(RuntimePoseModel(model_path, num_threads), model_path)
+
+
+def _file_pose_model(runner, model_path: str) -> PoseModel:
+    """A converted file's `PoseModel`: `runner.predict(crops)["heatmaps"]` in the graph, its metadata's codec."""
+    check_single_person(runner.metadata, model_path)
+    codec = HeatmapCodec.from_config(runner.metadata["codec"])
+    names = list(runner.metadata["keypoint_names"])
     heatmap_shape = [None, *codec.heatmap_size, len(names)]
 
     def heatmaps(images):
-        outputs = tf.numpy_function(lambda crops: model.predict(crops)["heatmaps"], [images], tf.float32,
+        outputs = tf.numpy_function(lambda crops: runner.predict(crops)["heatmaps"], [images], tf.float32,
                                     stateful=True)
         return tf.ensure_shape(outputs, heatmap_shape)
 
-    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(model.metadata["flip_test"]), owner=model,
-                     limbs=tuple(map(tuple, model.metadata.get("limbs", ()))))
+    return PoseModel(heatmaps, codec, names, model_path, flip_tested=bool(runner.metadata["flip_test"]), owner=runner,
+                     limbs=tuple(map(tuple, runner.metadata.get("limbs", ()))))

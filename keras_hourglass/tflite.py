@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from keras_hourglass.export import read_saved_model_metadata
+from keras_hourglass.export import crops_signature
 from keras_hourglass.fileio import stderr_without, write_bytes
 from keras_hourglass.tflite_metadata import (
     QUANTIZATIONS,
@@ -86,15 +86,7 @@ def convert_saved_model(saved_model, output_path: str, quantization: str = "floa
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}.")
     if ranges not in RANGES:
         raise ValueError(f"ranges must be one of {', '.join(RANGES)}, got {ranges!r}.")
-    if isinstance(saved_model, (str, os.PathLike)):
-        if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-            raise ValueError(f"{saved_model}: not a SavedModel directory (no saved_model.pb).")
-        info = read_saved_model_metadata(str(saved_model))
-        owner = tf.saved_model.load(str(saved_model))
-        function = owner.signatures[SIGNATURE]
-    else:
-        info, owner = saved_model.metadata(), saved_model.archive
-        function = getattr(saved_model, SIGNATURE).get_concrete_function()
+    function, info, owner = crops_signature(saved_model)
     with stderr_without(*HARMLESS_CONVERTER_LINES):
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
     converter.experimental_lower_to_saved_model = False  # that route writes and reads a SavedModel again

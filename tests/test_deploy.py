@@ -1,4 +1,5 @@
-"""Parity of every TFLite variant with the trained fixture model on the synthetic validation split.
+"""Parity of every TFLite variant, and of the ONNX and OpenVINO files, with the trained fixture model on the
+synthetic validation split.
 
 The fixture (`tests/data/synthetic_small.keras`, see its README) is the demo's
 trained model; the split is generated exactly as `make demo` generates it.
@@ -71,6 +72,20 @@ def test_each_float_variant_meets_its_parity_bound(converted):
     assert parity["source"]["mean"] > 70  # a trained model: measured 72.46 without flip test
     assert parity["float32"]["max_crop_px"] <= 0.5 and abs(parity["float32"]["drop"]) < 0.01
     assert parity["float16"]["drop"] <= 1 and parity["dynamic"]["drop"] <= 1
+
+
+OTHER_FORMATS = ("--format", "onnx", "openvino")
+
+
+@pytest.mark.slow
+def test_onnx_and_openvino_files_meet_their_parity_bounds(converted):
+    """ONNX Runtime and OpenVINO: the same PCKh to two decimals, keypoints within 0.01 px, heatmaps within 1e-5 of
+    the largest value."""
+    parity = converted("formats", *OTHER_FORMATS, model=exported(converted))["parity"]
+    for fmt in ("onnx", "openvino"):
+        row = parity[fmt]
+        assert round(row["mean"], 2) == round(parity["source"]["mean"], 2), (fmt, row)
+        assert row["max_crop_px"] <= 0.01 and row["heatmap_error"] <= 1e-5, (fmt, row)
 
 
 def exported(converted) -> str:
@@ -152,14 +167,16 @@ def test_in_graph_decoding_equals_the_codec_on_the_tflite_heatmaps(synthetic, co
     from keras_hourglass.data.loaders import load_records
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.quantization import calibration_crops
+    from keras_hourglass.interchange import RuntimePoseModel
     from keras_hourglass.tflite import TFLitePoseModel
 
     report = {"files": {**converted("float", *FLOAT)["files"],
+                        **converted("formats", *OTHER_FORMATS, model=exported(converted))["files"],
                         **converted("int8", "--quantization", "int8", model=exported(converted))["files"]}}
     records = load_records("synthetic", os.path.join(synthetic, "valid.h5"), os.path.join(synthetic, "images"))
     crops = np.asarray(calibration_crops(records, (64, 64), 8, 8))
     for path in report["files"].values():
-        model = TFLitePoseModel(path)
+        model = TFLitePoseModel(path) if path.endswith(".tflite") else RuntimePoseModel(path)
         outputs = model.predict(crops)
         keypoints, scores = HeatmapCodec.from_config(model.metadata["codec"]).decode(outputs["heatmaps"])
         np.testing.assert_allclose(outputs["keypoints"], keypoints.numpy(), atol=1e-3, err_msg=path)

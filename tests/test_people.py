@@ -110,6 +110,7 @@ def test_a_mirrored_example_swaps_left_and_right(scenes):
      "a crowd region's segmentation must be polygons"),
     (lambda d: d["images"][0].pop("height") and [a.update(image_id=d["images"][0]["id"]) for a in d["annotations"]
                                                  if a["iscrowd"]], "needs its image's height and width"),
+    (lambda d: [i.update(height=2**20, width=2**20) for i in d["images"]], "at most 64 M pixels together"),
     (lambda d: d["annotations"].extend(dict(d["annotations"][0], id=1000 + i) for i in range(MAX_PEOPLE)),
      f"people; at most {MAX_PEOPLE} are trained on"),
 ])
@@ -212,4 +213,13 @@ def test_a_damaged_image_is_named_before_training(scenes, tmp_path, capsys):
             str(copy / "people_valid.json"), "--image-dir", str(copy / "images"), "--output", str(tmp_path / "run")]
     line = one_line_error(train.main, argv, capsys)
     assert "people_valid.json: image id 3:" in line and "people_valid_000002.jpg" in line
+    assert not os.path.exists(tmp_path / "run")
+    # An image whose size in the file is not its own: its crowd would be masked in the wrong place.
+    shutil.copy(os.path.join(scenes, "images", "people_valid_000002.jpg"), copy / "images" / "people_valid_000002.jpg")
+    data = read(copy)
+    crowded = next(a["image_id"] for a in data["annotations"] if a["iscrowd"])
+    next(i for i in data["images"] if i["id"] == crowded).update(width=SIZE + 1)
+    (copy / "people_train.json").write_text(json.dumps(data))
+    line = one_line_error(train.main, argv, capsys)
+    assert f"image id {crowded}: images gives {SIZE + 1}x{SIZE} pixels" in line
     assert not os.path.exists(tmp_path / "run")

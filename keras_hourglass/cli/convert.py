@@ -1,4 +1,4 @@
-"""Converts a trained model to TFLite files and measures each one's parity with the source model.
+"""Converts a trained model to TFLite, ONNX and OpenVINO files and measures each one's parity with the source model.
 
 (`keras-hourglass convert`, `python convert.py`.)
 
@@ -11,7 +11,8 @@
 joint names of `--dataset`, `--refine` decoding and `--flip-test` in the
 graph). Each `--quantization` (default: all four) becomes
 `model-<quantization>.tflite` with its metadata embedded (see
-`keras_hourglass.tflite_metadata`). `int8` is calibrated on
+`keras_hourglass.tflite_metadata`); `--format onnx openvino` adds
+`model.onnx` and `model.xml` (float32, `keras_hourglass.interchange`). `int8` is calibrated on
 `--num-calibration` person crops drawn at random (seed 0) from the
 `--calibration` annotations: the training split, never the one scored.
 `--equalize` (a `.keras` source) first rescales the network's channels so
@@ -36,6 +37,7 @@ import time
 import numpy as np
 
 from keras_hourglass.cli import normalizer_joint_names, quiet_tensorflow, run_command, step
+from keras_hourglass.interchange import FORMATS
 from keras_hourglass.joints import DATASETS, get_joint_spec
 from keras_hourglass.tflite_metadata import QUANTIZATIONS, RANGES
 
@@ -45,8 +47,12 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="SavedModel directory or .keras file")
     parser.add_argument("--output", required=True, help="folder for the .tflite files and parity.json")
+    parser.add_argument("--format", nargs="+", choices=("tflite", *FORMATS), default=["tflite"],
+                        help="files to write: TFLite (each --quantization), ONNX (model.onnx, float32; needs "
+                             "keras-hourglass[onnx]), OpenVINO (model.xml + model.bin, float32; needs "
+                             "keras-hourglass[openvino]); default tflite")
     parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS),
-                        help="the variants to write (default: all four)")
+                        help="the TFLite variants to write (default: all four)")
     parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations")
     parser.add_argument("--calibration", help="training annotations to draw int8 calibration crops from")
     parser.add_argument("--num-calibration", type=int, default=200, help="calibration crops (default 200)")
@@ -125,6 +131,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.int8_keep_float_above is not None and not args.int8_keep_float_above > 0:
         raise ValueError(f"--int8-keep-float-above must be a positive range (an activation's maximum minus its "
                          f"minimum), got {args.int8_keep_float_above:g}.")
+    from keras_hourglass.interchange import require
+
+    for fmt in args.format:  # a missing runtime is named before any work
+        if fmt != "tflite":
+            require(fmt)
+    if "tflite" not in args.format:
+        args.quantization = []
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
     if args.equalize and not args.model.endswith(".keras"):
@@ -164,10 +177,12 @@ def remove_new_files(folder: str, existed: set | None) -> None:
 
 
 def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
+    from keras_hourglass.data.pipeline import build_eval_dataset
     from keras_hourglass.evaluation import check_model_fits_records, evaluate_model
     from keras_hourglass.fileio import write_json
     from keras_hourglass.pose_model import load_pose_model
     from keras_hourglass.quantization import calibration_crops
+    from keras_hourglass.interchange import EXTENSIONS, RuntimePoseModel, convert
     from keras_hourglass.tflite import TFLitePoseModel, convert_saved_model, int8_mac_share
 
     saved_model, crops = source_saved_model(args, records or calibration, calibration)
@@ -188,8 +203,16 @@ def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
                                    args.int8_ranges)
         files[quantization], int8_shares[quantization] = path, int8_mac_share(path)
         speeds[quantization] = TFLitePoseModel(path).milliseconds_per_image()
-        print(f"{quantization}: {path} ({os.path.getsize(path) / 2**20:.2f} MiB, {100 * int8_shares[quantization]:.1f}% of "
+        print(f"{quantization}: {path} ({file_mib(path):.2f} MiB, {100 * int8_shares[quantization]:.1f}% of "
               f"multiply-adds in int8, {speeds[quantization]:.2f} ms/image, converted in "
+              f"{time.perf_counter() - start:.0f} s)", flush=True)
+    for fmt in (f for f in args.format if f != "tflite"):
+        print(f"{fmt}: converting ...", flush=True)
+        start = time.perf_counter()
+        path = convert(saved_model, os.path.join(args.output, "model" + EXTENSIONS[fmt]), fmt)
+        files[fmt], int8_shares[fmt] = path, 0.0
+        speeds[fmt] = RuntimePoseModel(path).milliseconds_per_image()
+        print(f"{fmt}: {path} ({file_mib(path):.2f} MiB, float32, {speeds[fmt]:.2f} ms/image, converted in "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
               "int8_keep_float_above": args.int8_keep_float_above, "int8_ranges": args.int8_ranges,
@@ -206,26 +229,39 @@ def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
             distance = crop_pixel_distance(evaluation.keypoints, reference.keypoints, records, image_size)
             rows[quantization] = {"mean": result.mean, "drop": base.mean - result.mean, "groups": result.groups,
                                   "max_crop_px": float(distance.max()), "mean_crop_px": float(distance.mean()),
-                                  "mib": os.path.getsize(path) / 2**20, "int8_mac_share": int8_shares[quantization],
+                                  "mib": file_mib(path), "int8_mac_share": int8_shares[quantization],
                                   "ms_per_image": speeds[quantization]}
+        crops = next(iter(build_eval_dataset(records, image_size, args.batch_size, check_images=False)))["image"]
+        expected = source.heatmaps(crops).numpy()
+        for name, path in files.items():  # the heatmaps themselves, on one batch of validation crops
+            rows[name]["heatmap_error"] = float(np.abs(load_pose_model(path).heatmaps(crops).numpy() - expected).max()
+                                                / max(float(np.abs(expected).max()), 1e-12))
         report["parity"] = rows
         print(format_parity(report))
     write_json(os.path.join(args.output, "parity.json"), report)
     return report
 
 
+def file_mib(path: str) -> float:
+    """A converted model's size in MiB: an OpenVINO `.xml` with its `.bin`."""
+    weights = path[:-4] + ".bin" if path.endswith(".xml") else None
+    return (os.path.getsize(path) + (os.path.getsize(weights) if weights and os.path.isfile(weights) else 0)) / 2**20
+
+
 def format_parity(report: dict) -> str:
     lines = [f"{report['valid']}: {report['people']} people, {report['metric']}, "
              f"flip test {'in the graph' if report['flip_test_in_graph'] else 'off'}",
-             f"{'model':<10}{'MiB':>7}{'int8 MACs':>10}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}{'ms':>7}"
-             "  (keypoint shift from the source in crop px; ms per image here, batch 1)"]
+             f"{'model':<10}{'MiB':>7}{'int8 MACs':>10}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
+             f"{'heatmaps':>10}{'ms':>7}",
+             "  (keypoint shift from the source in crop px; heatmaps: largest difference from the source's over "
+             "its largest value, one batch; ms per image here, batch 1)"]
     for name, row in report["parity"].items():
         if name == "source":
             lines.append(f"{'source':<10}{'':>17}{row['mean']:>8.2f}")
         else:
             lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_mac_share']:>9.1f}%{row['mean']:>8.2f}"
                          f"{row['drop']:>7.2f}{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}"
-                         f"{row['ms_per_image']:>7.2f}")
+                         f"{row['heatmap_error']:>10.1e}{row['ms_per_image']:>7.2f}")
     return "\n".join(lines)
 
 

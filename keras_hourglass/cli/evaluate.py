@@ -2,7 +2,7 @@
 
 (`keras-hourglass evaluate`, `python evaluate.py`; the chain is `keras_hourglass.evaluation`.)
 
-A model (a SavedModel written by training, a `.tflite` file converted from one, or a `.keras` file) on a split:
+A model (a SavedModel written by training, a `.tflite`, `.onnx` or OpenVINO `.xml` file converted from one, or a `.keras` file) on a split:
 
     python evaluate.py --model runs/synthetic-small/checkpoints/best \
         --dataset synthetic --annotations data/synthetic/valid.h5 --image-dir data/synthetic/images \
@@ -50,7 +50,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="SavedModel directory, .tflite or .keras file to run")
+    source.add_argument("--model", help="SavedModel directory, .tflite, .onnx, OpenVINO .xml or .keras file to run")
     source.add_argument("--predictions", help="HDF5 file with `preds` [N, K, 2] to score")
     parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations (default mpii)")
     parser.add_argument("--annotations", "--ground-truth", dest="annotations", required=True,

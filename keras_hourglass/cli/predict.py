@@ -1,4 +1,4 @@
-"""Predicts keypoints on images, a folder or a video with a SavedModel, a `.keras` or a `.tflite` model.
+"""Predicts keypoints on images, a folder or a video with a SavedModel, a `.keras`, `.tflite`, `.onnx` or OpenVINO `.xml` model.
 
 (`keras-hourglass predict`, `python predict.py`.)
 
@@ -72,7 +72,7 @@ OVERLAY_FPS_RANGE = (0.1, 1000)  # what MPEG-4 files hold; the overlay video's r
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="SavedModel folder, .keras or .tflite file")
+    parser.add_argument("--model", required=True, help="SavedModel folder, .keras, .tflite, .onnx or OpenVINO .xml file")
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video")
     parser.add_argument("--output", required=True, help="folder for keypoints.json and the overlays")
     parser.add_argument("--dataset", default="mpii", choices=tuple(JOINT_SPECS),

@@ -102,6 +102,24 @@ class PeopleImages:
             index, problem = problems[0]
             more = f" ({len(problems) - 1} more bad images)" if len(problems) > 1 else ""
             raise ValueError(f"{self.source}: image id {self.image_ids[index]}: {problem}{more}.")
+        for index, (height, width, _) in self.crowds.items():  # a crowd mask is drawn at the size the file gives
+            actual = _image_size(self.image_paths[index])
+            if actual != (height, width):
+                raise ValueError(f"{self.source}: image id {self.image_ids[index]}: images gives {width}x{height} "
+                                 f"pixels but {self.image_paths[index]} is {actual[1]}x{actual[0]}; its crowd "
+                                 "regions would be masked in the wrong place.")
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """`(height, width)` of an image file: from a JPEG's header, or by decoding any other format."""
+    import tensorflow as tf
+
+    contents = tf.io.read_file(path)
+    if contents.numpy()[:2] == b"\xff\xd8":
+        shape = tf.io.extract_jpeg_shape(contents)
+    else:
+        shape = tf.shape(tf.io.decode_image(contents, channels=3, expand_animations=False))
+    return int(shape[0]), int(shape[1])
 
 
 def load_people(path: str, image_dir: str, spec: JointSpec = COCO_PERSON, with_keypoints: bool = True,
@@ -183,15 +201,15 @@ def _read_json(path: str) -> dict:
     return data
 
 
-MAX_IMAGE_SIDE = 1 << 15
+MAX_MASK_PIXELS = 64 * 2**20  # a crowd mask is decoded at its image's size: at most 64 MB (COCO's are 0.3 MP)
 
 
 def _checked_segmentation(segmentation, image: dict, where: str):
     """A crowd's segmentation as pycocotools takes it: polygons `[[x, y, ...], ...]` or an RLE of the image's size."""
     height, width = image.get("height"), image.get("width")
-    if not (_is_int(height) and _is_int(width) and 0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
-        raise ValueError(f"{where}: a crowd region needs its image's height and width (integers up to "
-                         f"{MAX_IMAGE_SIDE}) in images.")
+    if not (_is_int(height) and _is_int(width) and height > 0 and width > 0 and height * width <= MAX_MASK_PIXELS):
+        raise ValueError(f"{where}: a crowd region needs its image's height and width in images (positive "
+                         f"integers, at most {MAX_MASK_PIXELS // 2**20} M pixels together).")
     if isinstance(segmentation, list) and segmentation and all(
             isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _finite(p) for p in segmentation):
         return segmentation
