@@ -21,8 +21,12 @@ SavedModel was exported with it) included, with a dynamic batch.
   model's heatmaps by 0.016 (measured on this project's Xeon) against 1e-6
   in f32.
 
+* `openvino-int8`: the OpenVINO model quantized by NNCF's post-training
+  quantization, calibrated on the crops TFLite int8 calibrates on
+  (`model-int8.xml`).
+
 The runtimes are extras: `pip install keras-hourglass[onnx]` (tf2onnx, onnx,
-onnxruntime) and `keras-hourglass[openvino]`; without them `require` says in
+onnxruntime) and `keras-hourglass[openvino]` (openvino, nncf); without them `require` says in
 one line which extra to install. `RuntimePoseModel` runs a file;
 `keras_hourglass.pose_model.load_pose_model` wraps it in the same `PoseModel`
 as the other formats, so `predict.py`, `evaluate.py` and `convert.py`'s
@@ -39,39 +43,53 @@ import time
 
 import numpy as np
 
-FORMATS = ("onnx", "openvino")
-EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml"}
-EXTRA_MODULES = {"onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+FORMATS = ("onnx", "openvino", "openvino-int8")
+EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "openvino-int8": "-int8.xml"}
+EXTRA_MODULES = {"onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",),
+                 "openvino-int8": ("openvino", "nncf")}
+EXTRAS = {"onnx": "onnx", "openvino": "openvino", "openvino-int8": "openvino"}
 METADATA_KEY = "keras_hourglass"
 OUTPUTS = ("heatmaps", "keypoints", "scores")
 ONNX_OPSET = 17
 
 
 def format_of(path: str) -> str | None:
-    """`"onnx"` or `"openvino"` by the file's extension, else None."""
+    """The runtime of a file by its extension: `"onnx"` (`.onnx`), `"openvino"` (`.xml`, int8 too), else None."""
     extension = os.path.splitext(str(path))[1].lower()
-    return next((fmt for fmt, known in EXTENSIONS.items() if extension == known), None)
+    return {".onnx": "onnx", ".xml": "openvino"}.get(extension)
 
 
 def require(fmt: str) -> None:
     """Raises one line naming the extra to install when a module of `fmt`'s runtime is missing."""
     missing = [name for name in EXTRA_MODULES[fmt] if importlib.util.find_spec(name) is None]
     if missing:
-        raise ValueError(f"{fmt} files need `pip install keras-hourglass[{fmt}]` ({', '.join(missing)} is not "
-                         "installed).")
+        raise ValueError(f"{fmt} files need `pip install keras-hourglass[{EXTRAS[fmt]}]` ({', '.join(missing)} is "
+                         "not installed).")
 
 
-def convert(saved_model, output_path: str, fmt: str) -> str:
+def convert(saved_model, output_path: str, fmt: str, calibration=None) -> str:
     """Converts the `crops` signature of a SavedModel folder (or a `PoseEstimator` in memory) to `output_path`
-    (`.onnx`, or `.xml` with its `.bin` beside it), written atomically; returns `output_path`."""
+    (`.onnx`, or `.xml` with its `.bin` beside it), written atomically; returns `output_path`.
+
+    `openvino-int8` quantizes the OpenVINO model with NNCF's post-training
+    quantization (`nncf.quantize`, its defaults: int8 weights and
+    activations, activation ranges from `calibration`, float32 crops `[N,
+    height, width, 3]` in `[0, 1]` drawn from the training data, the crops
+    TFLite int8 calibrates on; then its fast bias correction).
+    """
     from keras_hourglass.export import crops_signature
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     require(fmt)
+    if fmt == "openvino-int8" and (calibration is None or not len(calibration)):
+        raise ValueError("openvino-int8 needs calibration crops (drawn from the training data).")
     function, info, _owner = crops_signature(saved_model)
-    info = {**info, "quantization": "float32", "format_converted": fmt}
-    return (_to_onnx if fmt == "onnx" else _to_openvino)(function, info, output_path)
+    quantization = "int8" if fmt == "openvino-int8" else "float32"
+    info = {**info, "quantization": quantization, "format_converted": fmt}
+    if fmt == "onnx":
+        return _to_onnx(function, info, output_path)
+    return _to_openvino(function, info, output_path, calibration if quantization == "int8" else None)
 
 
 def _to_onnx(function, info: dict, output_path: str) -> str:
@@ -101,7 +119,7 @@ def _to_onnx(function, info: dict, output_path: str) -> str:
     return write_bytes(output_path, proto.SerializeToString())
 
 
-def _to_openvino(function, info: dict, output_path: str) -> str:
+def _to_openvino(function, info: dict, output_path: str, calibration=None) -> str:
     import openvino as ov
 
     from keras_hourglass.fileio import partial_directory
@@ -114,6 +132,12 @@ def _to_openvino(function, info: dict, output_path: str) -> str:
         if name not in output.get_names():
             output.get_tensor().set_names({name, *output.get_names()})
     model.inputs[0].get_tensor().set_names({"images"})
+    if calibration is not None:
+        import nncf
+
+        height, width = info["input_size"]
+        crops = [np.asarray(crop, np.float32).reshape(1, height, width, 3) for crop in calibration]
+        model = nncf.quantize(model, nncf.Dataset(crops), subset_size=len(crops))
     model.set_rt_info(json.dumps(info), [METADATA_KEY])
     scratch = partial_directory(output_path)
     try:
@@ -187,6 +211,10 @@ class RuntimePoseModel:
     def _load_openvino(self, num_threads: int):
         import openvino as ov
 
+        weights = self.path[:-4] + ".bin"
+        if not os.path.isfile(weights):
+            raise ValueError(f"{self.path}: its weights file {weights} is not there (an OpenVINO model is the .xml "
+                             "and the .bin beside it).")
         core = ov.Core()
         try:
             model = core.read_model(self.path)

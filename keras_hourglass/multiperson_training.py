@@ -21,6 +21,7 @@ quantization-aware training and a TFLite file of a multi-person model;
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -74,12 +75,13 @@ class AssociativeEmbeddingTrainer(keras.Model):
 def check_people_config(config: Config) -> None:
     """One line for each setting a multi-person run does not take (`--refine` is read by single-person decoding
     only: `AssociativeEmbeddingCodec` takes the reference's quarter-pixel step)."""
-    refused = [(config.strategy == "multiworker", "--strategy multiworker"),
-               (bool(config.qat_from), "--qat-from"), (config.mixed_precision, "--mixed-precision")]
-    for given, flag in refused:
+    refused = [(config.strategy == "multiworker", "--strategy multiworker", "on one machine"),
+               (bool(config.qat_from), "--qat-from", "in float32, with no quantization-aware fine-tuning"),
+               (config.mixed_precision, "--mixed-precision", "in float32")]
+    for given, flag, how in refused:
         if given:
             raise ValueError(f"{flag} is for single-person data sets; --dataset {config.dataset} trains a "
-                             "multi-person model on one machine.")
+                             f"multi-person model {how}.")
 
 
 def load_people_data(config: Config):
@@ -178,7 +180,12 @@ def run_people_training(config: Config) -> dict:
                       shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
         else:
             print(f"{config.output} has finished all {config.epochs} epochs; evaluating only")
-        summary = {"train_seconds": round(time.perf_counter() - start, 1)}
+        earlier = 0.0  # a finished run started again evaluates only: keep the training time of its earlier runs
+        summary_path = os.path.join(config.output, "summary.json")
+        if os.path.isfile(summary_path):
+            with open(summary_path) as f:
+                earlier = float(json.load(f).get("train_seconds", 0.0))
+        summary = {"train_seconds": round(time.perf_counter() - start + earlier, 1)}
         log = os.path.join(config.output, "training_log.csv")
         if os.path.isfile(log):
             save_figure(plot_training_curves(log, f"{config.preset}: {config.variant}"),
@@ -197,5 +204,5 @@ def run_people_training(config: Config) -> dict:
             summary.update(metric="COCO keypoint AP", ap=round(stats["AP"], 4), ap50=round(stats["AP .5"], 4))
         summary["saved_model"] = best_path
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(os.path.join(config.output, "summary.json"), summary)
+        write_json(summary_path, summary)
     return summary

@@ -16,6 +16,7 @@ from keras_hourglass.joints import MPII
 from tests.conftest import ROOT, one_line_error
 
 KEYPOINT_TOLERANCE = 0.01  # pixels: the bound for a converted file's keypoints
+FLOAT_FORMATS = ("onnx", "openvino")  # openvino-int8 is measured on the trained fixture, in test_deploy.py
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,10 @@ def converted(tiny_saved_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("interchange")
     _, _, saved_model = tiny_saved_model
     return {fmt: convert(saved_model, str(folder / f"model{interchange.EXTENSIONS[fmt]}"), fmt)
-            for fmt in interchange.FORMATS}
+            for fmt in FLOAT_FORMATS}
 
 
-@pytest.mark.parametrize("fmt", interchange.FORMATS)
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_a_converted_file_equals_the_saved_model(converted, tiny_saved_model, fmt):
     import tensorflow as tf
 
@@ -60,7 +61,7 @@ def test_the_metadata_is_where_each_format_keeps_it(converted):
     assert not [n for n in os.listdir(os.path.dirname(converted["onnx"])) if ".partial" in n]
 
 
-@pytest.mark.parametrize("fmt", interchange.FORMATS)
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_predict_and_evaluate_take_the_files(converted, fmt, tmp_path, tiny_synthetic):
     from keras_hourglass.cli import evaluate, predict
     from keras_hourglass.pose_model import load_pose_model
@@ -88,18 +89,29 @@ def test_bad_files_and_a_missing_runtime_are_one_line(converted, tmp_path, capsy
     damaged.write_bytes(open(converted["onnx"], "rb").read()[:5000])
     xml = tmp_path / "alone.xml"
     xml.write_text("<net>not a model</net>")
+    (tmp_path / "alone.bin").write_bytes(b"")
     foreign = tmp_path / "foreign.onnx"
     import onnx
 
     proto = onnx.load(converted["onnx"])
     del proto.metadata_props[:]
     foreign.write_bytes(proto.SerializeToString())
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_bytes(open(converted["openvino"], "rb").read())  # without its .bin
     for path, message in ((damaged, "not an ONNX model ONNX Runtime can load"),
+                          (lonely, f"its weights file {tmp_path / 'lonely.bin'} is not there"),
                           (xml, "not an OpenVINO model OpenVINO can load"),
                           (foreign, "no keras_hourglass metadata in this file")):
         line = one_line_error(predict.main, ["--model", str(path), "--input", image, "--output",
                                              str(tmp_path / "out")], capsys)
         assert str(path) in line and message in line
+    line = one_line_error(convert_command.main, ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"),
+                                                 "--output", str(tmp_path / "c"), "--format", "onnx", "--quantization",
+                                                 "int8"], capsys)
+    assert "--quantization int8 is for TFLite files" in line
+    line = one_line_error(convert_command.main, ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"),
+                                                 "--output", str(tmp_path / "c"), "--format", "openvino-int8"], capsys)
+    assert "--format openvino-int8 needs --calibration" in line
     monkeypatch.setitem(interchange.EXTRA_MODULES, "openvino", ("openvino_that_is_not_installed",))
     line = one_line_error(convert_command.main, ["--model", str(ROOT / "tests" / "data" / "synthetic_small.keras"),
                                                  "--output", str(tmp_path / "c"), "--format", "openvino"], capsys)

@@ -181,9 +181,10 @@ def test_train_a_multi_person_model_and_score_it_with_coco_ap(scenes, tmp_path, 
     assert evaluate.main(["--model", best, "--annotations", os.path.join(scenes, "people_valid.json"),
                           "--image-dir", os.path.join(scenes, "images"), "--json", report_path, "--quiet"]) == 0
     assert json.loads(open(report_path).read())["AP"] == pytest.approx(metrics["AP"], abs=1e-9)
-    # The same command again finds every epoch done.
+    # The same command again finds every epoch done, and keeps the training time.
     assert train.main(argv) == 0
     assert "has finished all 2 epochs" in capsys.readouterr().out
+    assert json.loads(open(os.path.join(run, "summary.json")).read())["train_seconds"] >= summary["train_seconds"]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -49,9 +49,10 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for the .tflite files and parity.json")
     parser.add_argument("--format", nargs="+", choices=("tflite", *FORMATS), default=["tflite"],
                         help="files to write: TFLite (each --quantization), ONNX (model.onnx, float32; needs "
-                             "keras-hourglass[onnx]), OpenVINO (model.xml + model.bin, float32; needs "
-                             "keras-hourglass[openvino]); default tflite")
-    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS, default=list(QUANTIZATIONS),
+                             "keras-hourglass[onnx]), OpenVINO (model.xml + model.bin, float32) and OpenVINO int8 "
+                             "(model-int8.xml, NNCF, calibrated as TFLite int8; both need keras-hourglass[openvino]); "
+                             "default tflite")
+    parser.add_argument("--quantization", nargs="+", choices=QUANTIZATIONS,
                         help="the TFLite variants to write (default: all four)")
     parser.add_argument("--dataset", choices=DATASETS, default="mpii", help="data set of the annotations")
     parser.add_argument("--calibration", help="training annotations to draw int8 calibration crops from")
@@ -137,7 +138,14 @@ def run(args: argparse.Namespace) -> dict:
         if fmt != "tflite":
             require(fmt)
     if "tflite" not in args.format:
+        if args.quantization:
+            raise ValueError(f"--quantization {' '.join(args.quantization)} is for TFLite files (--format tflite); "
+                             "ONNX and OpenVINO files are float32, and --format openvino-int8 is OpenVINO's int8.")
         args.quantization = []
+    elif args.quantization is None:
+        args.quantization = list(QUANTIZATIONS)
+    if "openvino-int8" in args.format and not args.calibration:
+        raise ValueError("--format openvino-int8 needs --calibration (training annotations to calibrate on).")
     if "int8" in args.quantization and not args.calibration:
         raise ValueError("--quantization int8 needs --calibration (training annotations to calibrate on).")
     if args.equalize and not args.model.endswith(".keras"):
@@ -190,7 +198,7 @@ def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
     if records is not None:
         check_model_fits_records(source, records)
     image_size = tuple(source.codec.image_size)
-    if crops is None and "int8" in args.quantization:
+    if crops is None and ("int8" in args.quantization or "openvino-int8" in args.format):
         with step(f"drawing {args.num_calibration} calibration crops from {args.calibration}"):
             crops = calibration_crops(calibration, image_size, args.num_calibration, args.batch_size)
     files, int8_shares, speeds = {}, {}, {}
@@ -209,10 +217,11 @@ def convert_and_measure(args: argparse.Namespace, calibration, records) -> dict:
     for fmt in (f for f in args.format if f != "tflite"):
         print(f"{fmt}: converting ...", flush=True)
         start = time.perf_counter()
-        path = convert(saved_model, os.path.join(args.output, "model" + EXTENSIONS[fmt]), fmt)
-        files[fmt], int8_shares[fmt] = path, 0.0
+        path = convert(saved_model, os.path.join(args.output, "model" + EXTENSIONS[fmt]), fmt,
+                       crops if fmt == "openvino-int8" else None)
+        files[fmt], int8_shares[fmt] = path, None  # TFLite's count; not read from other formats
         speeds[fmt] = RuntimePoseModel(path).milliseconds_per_image()
-        print(f"{fmt}: {path} ({file_mib(path):.2f} MiB, float32, {speeds[fmt]:.2f} ms/image, converted in "
+        print(f"{fmt}: {path} ({file_mib(path):.2f} MiB, {speeds[fmt]:.2f} ms/image, converted in "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
     report = {"source": args.model, "saved_model": saved_model, "files": files,
               "int8_keep_float_above": args.int8_keep_float_above, "int8_ranges": args.int8_ranges,
@@ -251,16 +260,17 @@ def file_mib(path: str) -> float:
 def format_parity(report: dict) -> str:
     lines = [f"{report['valid']}: {report['people']} people, {report['metric']}, "
              f"flip test {'in the graph' if report['flip_test_in_graph'] else 'off'}",
-             f"{'model':<10}{'MiB':>7}{'int8 MACs':>10}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
+             f"{'model':<14}{'MiB':>7}{'int8 MACs':>10}{'mean':>8}{'drop':>7}{'max px':>8}{'mean px':>9}"
              f"{'heatmaps':>10}{'ms':>7}",
              "  (keypoint shift from the source in crop px; heatmaps: largest difference from the source's over "
-             "its largest value, one batch; ms per image here, batch 1)"]
+             "its largest value, one batch; ms per image here, batch 1; int8 MACs: TFLite files only)"]
     for name, row in report["parity"].items():
         if name == "source":
-            lines.append(f"{'source':<10}{'':>17}{row['mean']:>8.2f}")
+            lines.append(f"{'source':<14}{'':>17}{row['mean']:>8.2f}")
         else:
-            lines.append(f"{name:<10}{row['mib']:>7.2f}{100 * row['int8_mac_share']:>9.1f}%{row['mean']:>8.2f}"
-                         f"{row['drop']:>7.2f}{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}"
+            share = row["int8_mac_share"]
+            lines.append(f"{name:<14}{row['mib']:>7.2f}" + (f"{100 * share:>9.1f}%" if share is not None else f"{'-':>10}")
+                         + f"{row['mean']:>8.2f}{row['drop']:>7.2f}{row['max_crop_px']:>8.2f}{row['mean_crop_px']:>9.3f}"
                          f"{row['heatmap_error']:>10.1e}{row['ms_per_image']:>7.2f}")
     return "\n".join(lines)
 
