@@ -44,6 +44,23 @@ def keypoint_results(image_id, keypoints, scores, person_scores) -> list[dict]:
     return entries
 
 
+def person_ground_truth(annotations: str) -> dict:
+    """What pycocotools reads of a COCO keypoint file that `keras_hourglass.data.people.load_people` has checked:
+    its images, its person annotations (with `num_keypoints` counted where the file leaves it out) and its person
+    category; the rest of the file, which nothing checked, is left out."""
+    from keras_hourglass.data.people import read_coco_json
+
+    data = read_coco_json(annotations)
+    people = []
+    for person in data["annotations"]:
+        if isinstance(person, dict) and person.get("category_id") == PERSON_CATEGORY:
+            person = dict(person)
+            person.setdefault("num_keypoints", sum(1 for v in person["keypoints"][2::3] if v > 0))
+            people.append(person)
+    return {"images": [image for image in data["images"] if isinstance(image, dict)], "annotations": people,
+            "categories": [c for c in data["categories"] if isinstance(c, dict) and c.get("id") == PERSON_CATEGORY]}
+
+
 def keypoint_ap(annotations: str, results: list[dict], image_ids) -> dict:
     """The ten COCO keypoint figures (`STAT_NAMES`) of `results` on `image_ids` of the COCO keypoint file
     `annotations`; pycocotools' own printout is kept under `"table"`."""
@@ -52,7 +69,9 @@ def keypoint_ap(annotations: str, results: list[dict], image_ids) -> dict:
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # pycocotools prints as it goes
-        truth = COCO(annotations)
+        truth = COCO()
+        truth.dataset = person_ground_truth(annotations)
+        truth.createIndex()
         if not results:  # loadRes refuses an empty list: nobody found anywhere scores 0 everywhere
             return {**{name: 0.0 for name in STAT_NAMES}, "table": "no person found in any image"}
         found = truth.loadRes(copy.deepcopy(results))  # loadRes adds id, area and bbox to the dicts it is given
@@ -72,16 +91,13 @@ def evaluate_people(model, people, codec=None, flip_test: bool = True, progress=
     `model` is a `MultiPersonModel` (a SavedModel, or `multi_person_model_from_keras` while training);
     `progress(done, total, people found)` is called after each image.
     """
-    from keras_hourglass.data.records import decode_photo
+    from keras_hourglass.data.records import decode_photo, read_image_file
     from keras_hourglass.multiperson import predict_people
 
     results = []
     for count, (image_id, path) in enumerate(zip(people.image_ids, people.image_paths), 1):
-        try:
-            with open(path, "rb") as f:
-                image, problem = decode_photo(f.read(), path)
-        except OSError as error:
-            image, problem = None, f"cannot read image file {path}: {error}"
+        data, problem = read_image_file(path)
+        image, problem = (None, problem) if problem else decode_photo(data, path)
         if problem:
             raise ValueError(f"{people.source}: {problem}.")
         results += keypoint_results(int(image_id), *predict_people(model, image, codec, flip_test))

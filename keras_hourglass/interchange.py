@@ -188,8 +188,12 @@ class RuntimePoseModel:
             self.metadata = json.loads(text)
         except (TypeError, ValueError):
             self.metadata = None
-        if not isinstance(self.metadata, dict) or not isinstance(self.metadata.get("input_size"), list):
+        if not isinstance(self.metadata, dict):
             raise ValueError(f"{path}: no keras_hourglass metadata in this file (was it converted by convert.py?).")
+        size = self.metadata.get("input_size")
+        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v <= 4096 for v in size)):
+            raise ValueError(f"{path}: its keras_hourglass metadata has a bad input_size: expected [height, width], "
+                             "integers from 1 to 4096.")
 
     def _load_onnx(self, num_threads: int):
         import onnxruntime as ort
@@ -222,9 +226,11 @@ class RuntimePoseModel:
             if self.openvino_precision:
                 config["INFERENCE_PRECISION_HINT"] = self.openvino_precision
             compiled = core.compile_model(model, "CPU", config)
-        except RuntimeError as error:
+        except RuntimeError as error:  # OpenVINO's first line names its own source file; the reason comes after
+            lines = [line.strip() for line in str(error).splitlines()
+                     if line.strip() and not line.strip().startswith(("Exception from", "Check "))]
             raise ValueError(f"{self.path}: not an OpenVINO model OpenVINO can load "
-                             f"({str(error).strip().splitlines()[0][:200]}).") from None
+                             f"({(lines[-1] if lines else type(error).__name__)[:200]}).") from None
         outputs = {name: output for output in compiled.outputs for name in output.get_names() if name in OUTPUTS}
         if sorted(outputs) != sorted(OUTPUTS):
             raise ValueError(f"{self.path}: expected the outputs {', '.join(OUTPUTS)}; it has "

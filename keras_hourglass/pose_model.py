@@ -147,10 +147,43 @@ def load_runtime_pose_model(model_path: str, num_threads: int = 2) -> PoseModel:
     return _file_pose_model(RuntimePoseModel(model_path, num_threads), model_path)
 
 
+MAX_KEYPOINTS = 1000
+
+
+def check_file_metadata(metadata, path: str) -> HeatmapCodec:
+    """The codec of a converted file's embedded metadata, checked field by field: one error naming the file and
+    the field for a file that was not written by the converters (or was altered)."""
+    def fail(field, expected):
+        raise ValueError(f"{path}: its keras_hourglass metadata has a bad {field}: expected {expected}.")
+
+    if not isinstance(metadata, dict):
+        fail("top level", "a JSON object")
+    check_single_person(metadata, path)
+    size = metadata.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v <= 4096 for v in size)):
+        fail("input_size", "[height, width], integers from 1 to 4096")
+    names = metadata.get("keypoint_names")
+    if not (isinstance(names, list) and 0 < len(names) <= MAX_KEYPOINTS
+            and all(isinstance(n, str) and 0 < len(n) <= 100 for n in names)):
+        fail("keypoint_names", f"a list of 1 to {MAX_KEYPOINTS} names")
+    if not isinstance(metadata.get("flip_test"), bool):
+        fail("flip_test", "true or false")
+    limbs = metadata.get("limbs", [])
+    if not (isinstance(limbs, list) and all(isinstance(limb, list) and len(limb) == 2 and set(limb) <= set(names)
+                                            for limb in limbs)):
+        fail("limbs", "pairs of its keypoint names")
+    try:
+        codec = HeatmapCodec.from_config(metadata.get("codec"))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        fail("codec", "the codec settings the converter writes (image_size, heatmap_size, ...)")
+    if list(codec.image_size) != size:
+        fail("codec", f"an image_size equal to input_size {size}")
+    return codec
+
+
 def _file_pose_model(runner, model_path: str) -> PoseModel:
     """A converted file's `PoseModel`: `runner.predict(crops)["heatmaps"]` in the graph, its metadata's codec."""
-    check_single_person(runner.metadata, model_path)
-    codec = HeatmapCodec.from_config(runner.metadata["codec"])
+    codec = check_file_metadata(runner.metadata, model_path)
     names = list(runner.metadata["keypoint_names"])
     heatmap_shape = [None, *codec.heatmap_size, len(names)]
 

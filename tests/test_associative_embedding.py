@@ -254,7 +254,7 @@ def test_single_person_commands_refuse_a_multi_person_model_in_one_line(imported
     line = one_line_error(evaluate.main, ["--model", str(imported / "saved_model"), "--dataset", "synthetic",
                                           "--annotations", str(tiny_synthetic + "/valid.h5"), "--image-dir",
                                           str(tiny_synthetic + "/images")], capsys)
-    assert "cannot read it as COCO keypoint JSON" in line
+    assert "is scored by COCO keypoint AP on a COCO keypoint file (.json); got --dataset synthetic" in line
     line = one_line_error(convert.main, ["--model", str(imported / "saved_model"), "--output",
                                          str(tmp_path / "converted")], capsys)  # before int8's own checks
     assert "a multi-person model" in line

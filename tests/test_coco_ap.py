@@ -115,7 +115,7 @@ def test_bad_coco_inputs_are_one_line(multi_person_model, tmp_path, capsys):
     (lambda d: d["annotations"][0].update(keypoints="x"), "annotations[0]: keypoints must be 51 finite numbers"),
     (lambda d: d["annotations"][1].update(keypoints=[float("nan")] * 51), "annotations[1]: keypoints must be 51"),
     (lambda d: d["annotations"][0].pop("iscrowd"), "iscrowd 0 or 1"),
-    (lambda d: d["images"][0].update(file_name=5), "images[0] must have an integer id and a file_name"),
+    (lambda d: d["images"][0].update(file_name=5), "images[0] must have an integer id (0 to 2^63 - 1) and a file_name"),
     (lambda d: d["categories"][0].update(keypoints=d["categories"][0]["keypoints"][:16]), "17 keypoint names"),
     (lambda d: d.update(annotations=[1, 2]), "annotations[0] must be an object"),
     (lambda d: [a.update(iscrowd=1) for a in d["annotations"]], "no image has a person annotated"),

@@ -96,12 +96,23 @@ def test_bad_files_and_a_missing_runtime_are_one_line(converted, tmp_path, capsy
     proto = onnx.load(converted["onnx"])
     del proto.metadata_props[:]
     foreign.write_bytes(proto.SerializeToString())
+    altered = []  # metadata that the converter never writes: each field is named
+    for name, change in (("no_codec", lambda m: m.pop("codec")), ("flip_text", lambda m: m.update(flip_test="no")),
+                         ("huge_size", lambda m: m.update(input_size=[100000, 100000]))):
+        proto = onnx.load(converted["onnx"])
+        metadata = json.loads(proto.metadata_props[0].value)
+        change(metadata)
+        proto.metadata_props[0].value = json.dumps(metadata)
+        (tmp_path / f"{name}.onnx").write_bytes(proto.SerializeToString())
+        altered.append(tmp_path / f"{name}.onnx")
     lonely = tmp_path / "lonely.xml"
     lonely.write_bytes(open(converted["openvino"], "rb").read())  # without its .bin
     for path, message in ((damaged, "not an ONNX model ONNX Runtime can load"),
                           (lonely, f"its weights file {tmp_path / 'lonely.bin'} is not there"),
                           (xml, "not an OpenVINO model OpenVINO can load"),
-                          (foreign, "no keras_hourglass metadata in this file")):
+                          (foreign, "no keras_hourglass metadata in this file"),
+                          (altered[0], "metadata has a bad codec"), (altered[1], "metadata has a bad flip_test"),
+                          (altered[2], "metadata has a bad input_size")):
         line = one_line_error(predict.main, ["--model", str(path), "--input", image, "--output",
                                              str(tmp_path / "out")], capsys)
         assert str(path) in line and message in line

@@ -114,7 +114,8 @@ def test_config_round_trip():
 
 
 def test_variants():
-    assert set(VARIANTS) == {"hourglass_2stack", "hourglass_8stack", "hourglass_small", "associative_embedding"}
+    assert set(VARIANTS) == {"hourglass_2stack", "hourglass_8stack", "hourglass_small", "associative_embedding",
+                             "associative_embedding_small"}
     small = build_variant("hourglass_small", 16)
     assert small.name == "hourglass_small" and len(small.outputs) == 2
     assert tuple(small.outputs[0].shape) == (None, 32, 32, 16)
@@ -122,6 +123,9 @@ def test_variants():
     assert count(paper.trainable_weights) == 6_570_400
     wider = build_variant("hourglass_small", 4, filters=32, num_stacks=1)
     assert len(wider.outputs) == 1
+    people = build_variant("associative_embedding_small", 34)  # the synthetic-people preset's network
+    assert count(people.trainable_weights) == 2_654_020 and not people.non_trainable_weights
+    assert tuple(people.outputs[-1].shape) == (None, 32, 32, 34)
 
 
 def test_the_associative_embedding_model_has_the_references_parameters_and_layers():

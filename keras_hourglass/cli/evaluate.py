@@ -135,9 +135,9 @@ def run_multi_person(args: argparse.Namespace) -> dict:
         if path and os.path.exists(path) and os.path.isdir(path) != (flag == "--output"):
             raise ValueError(f"{flag} {path}: a {'file' if flag == '--output' else 'folder'} is there; give a "
                              f"{'folder' if flag == '--output' else 'file'}.")
-    if args.dataset not in ("mpii", "coco") or not str(args.annotations).lower().endswith(".json"):
+    if args.dataset not in ("mpii", "coco"):  # mpii: the flag's default, not given
         raise ValueError(f"a multi-person model is scored by COCO keypoint AP on a COCO keypoint file (.json); got "
-                         f"--dataset {args.dataset} and {args.annotations}.")
+                         f"--dataset {args.dataset}.")
     people = load_people(args.annotations, args.image_dir, with_keypoints=False, max_people=None)
     if not len(people):
         raise ValueError(f"{args.annotations}: no image has a person annotated (crowds alone are not scored).")

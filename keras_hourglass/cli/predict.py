@@ -158,14 +158,10 @@ def load_predictor(path: str, spec, flip_test: bool = True):
 
 def read_image(path: str):
     """`(RGB uint8 image, None)`, or `(None, what is wrong)`: `keras_hourglass.data.records.decode_photo` of a file."""
-    from keras_hourglass.data.records import decode_photo
+    from keras_hourglass.data.records import decode_photo, read_image_file
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        return None, f"cannot read image file {path}: {error}"
-    return decode_photo(data, path)
+    data, problem = read_image_file(path)
+    return (None, problem) if problem else decode_photo(data, path)
 
 
 def frames(path: str, every: int = 1):

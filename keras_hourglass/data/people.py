@@ -78,14 +78,13 @@ class PeopleImages:
         from pycocotools import mask as coco_mask
 
         height, width, segmentations = self.crowds[int(index)]
-        union = np.zeros((height, width), np.uint8)
+        rles = []
         for segmentation in segmentations:
-            rles = coco_mask.frPyObjects(segmentation, height, width)
-            with warnings.catch_warnings():  # pycocotools 2.0.x's decode warns under NumPy 2 about its own array copy
-                warnings.simplefilter("ignore", DeprecationWarning)
-                decoded = coco_mask.decode(rles)
-            union |= (decoded if decoded.ndim == 2 else decoded.max(axis=2)).astype(np.uint8)
-        return union
+            found = coco_mask.frPyObjects(segmentation, height, width)
+            rles += found if isinstance(found, list) else [found]
+        with warnings.catch_warnings():  # pycocotools 2.0.x's decode warns under NumPy 2 about its own array copy
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return coco_mask.decode(coco_mask.merge(rles)).astype(np.uint8)  # one [h, w] mask, however many parts
 
     def check_images(self) -> None:
         """Decodes every image as training will (`keras_hourglass.data.records.image_file_problem`, TensorFlow's
@@ -103,23 +102,19 @@ class PeopleImages:
             more = f" ({len(problems) - 1} more bad images)" if len(problems) > 1 else ""
             raise ValueError(f"{self.source}: image id {self.image_ids[index]}: {problem}{more}.")
         for index, (height, width, _) in self.crowds.items():  # a crowd mask is drawn at the size the file gives
-            actual = _image_size(self.image_paths[index])
+            actual = _image_size(self.image_paths[index]) or (0, 0)
             if actual != (height, width):
                 raise ValueError(f"{self.source}: image id {self.image_ids[index]}: images gives {width}x{height} "
                                  f"pixels but {self.image_paths[index]} is {actual[1]}x{actual[0]}; its crowd "
                                  "regions would be masked in the wrong place.")
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """`(height, width)` of an image file: from a JPEG's header, or by decoding any other format."""
-    import tensorflow as tf
+def _image_size(path: str) -> tuple[int, int] | None:
+    """`(height, width)` of an image file from its header (None where it cannot be read)."""
+    from keras_hourglass.data.records import encoded_image_size, read_image_file
 
-    contents = tf.io.read_file(path)
-    if contents.numpy()[:2] == b"\xff\xd8":
-        shape = tf.io.extract_jpeg_shape(contents)
-    else:
-        shape = tf.shape(tf.io.decode_image(contents, channels=3, expand_animations=False))
-    return int(shape[0]), int(shape[1])
+    data, problem = read_image_file(path)
+    return None if problem else encoded_image_size(data)
 
 
 def load_people(path: str, image_dir: str, spec: JointSpec = COCO_PERSON, with_keypoints: bool = True,
@@ -135,11 +130,13 @@ def load_people(path: str, image_dir: str, spec: JointSpec = COCO_PERSON, with_k
         max_people: the most people an image may hold for training (None: any number); beyond it the file is
             refused, naming the image.
     """
-    data = _read_json(path)
+    data = read_coco_json(path)
     images = {}
     for index, image in enumerate(data["images"]):
         if not (isinstance(image, dict) and _is_int(image.get("id")) and isinstance(image.get("file_name"), str)):
-            raise ValueError(f"{path}: images[{index}] must have an integer id and a file_name.")
+            raise ValueError(f"{path}: images[{index}] must have an integer id (0 to 2^63 - 1) and a file_name.")
+        if image["id"] in images:
+            raise ValueError(f"{path}: images[{index}]: id {image['id']} is given twice; each image needs its own.")
         images[image["id"]] = image
     persons = [c for c in data["categories"] if isinstance(c, dict) and c.get("id") == PERSON_CATEGORY]
     if len(persons) != 1 or persons[0].get("keypoints") != list(spec.names):
@@ -188,8 +185,13 @@ def load_people(path: str, image_dir: str, spec: JointSpec = COCO_PERSON, with_k
                         crowd_regions, spec)
 
 
-def _read_json(path: str) -> dict:
+def read_coco_json(path: str) -> dict:
+    """A COCO keypoint file's top level (`images`, `annotations`, `categories` lists); one error for anything else."""
     try:
+        if not os.path.isfile(path):
+            raise OSError("not a regular file" if os.path.exists(path) else "no such file")
+        if os.path.getsize(path) > MAX_ANNOTATIONS_BYTES:
+            raise OSError(f"{os.path.getsize(path) / 2**30:.1f} GiB, over {MAX_ANNOTATIONS_BYTES // 2**30} GiB")
         with open(path, "rb") as f:
             data = json.loads(f.read(MAX_ANNOTATIONS_BYTES + 1))
     except (OSError, ValueError, RecursionError) as error:
@@ -204,26 +206,33 @@ def _read_json(path: str) -> dict:
 MAX_MASK_PIXELS = 64 * 2**20  # a crowd mask is decoded at its image's size: at most 64 MB (COCO's are 0.3 MP)
 
 
+MAX_POLYGONS = 1000  # polygons of one crowd region (COCO's have a few; each is rasterised on its own)
+
+
 def _checked_segmentation(segmentation, image: dict, where: str):
-    """A crowd's segmentation as pycocotools takes it: polygons `[[x, y, ...], ...]` or an RLE of the image's size."""
+    """A crowd's segmentation as pycocotools takes it: polygons `[[x, y, ...], ...]` inside the image (give or take
+    its size), or an uncompressed RLE (list `counts`, as COCO's annotation files have) of the image's size."""
     height, width = image.get("height"), image.get("width")
     if not (_is_int(height) and _is_int(width) and height > 0 and width > 0 and height * width <= MAX_MASK_PIXELS):
         raise ValueError(f"{where}: a crowd region needs its image's height and width in images (positive "
                          f"integers, at most {MAX_MASK_PIXELS // 2**20} M pixels together).")
-    if isinstance(segmentation, list) and segmentation and all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _finite(p) for p in segmentation):
+    reach = 2 * max(height, width)  # pycocotools rasterises in int32: far-away points overflow it
+    if isinstance(segmentation, list) and 0 < len(segmentation) <= MAX_POLYGONS and all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _finite(p)
+            and all(-reach <= v <= reach for v in p) for p in segmentation):
         return segmentation
     if isinstance(segmentation, dict) and segmentation.get("size") == [height, width]:
         counts = segmentation.get("counts")
-        if isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts)
-                                       and sum(counts) == height * width):
+        if isinstance(counts, list) and all(_is_int(c) for c in counts) and sum(counts) == height * width:
             return segmentation
-    raise ValueError(f"{where}: a crowd region's segmentation must be polygons [[x, y, x, y, ...]] of 3 or more "
-                     f"points, or an RLE {{'size': [{height}, {width}], 'counts': ...}} covering the image.")
+    raise ValueError(f"{where}: a crowd region's segmentation must be 1 to {MAX_POLYGONS} polygons [[x, y, x, y, "
+                     f"...]] of 3 or more points within {reach} pixels of the image, or an uncompressed RLE "
+                     f"{{'size': [{height}, {width}], 'counts': [...]}} covering the image.")
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An id or a size: a JSON integer that fits in int64 (NumPy's and pycocotools' ids)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _finite(values) -> bool:

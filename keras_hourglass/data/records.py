@@ -185,14 +185,28 @@ def read_image(path: str, ratio: int = 1):
     The decoder is the one the pipeline uses, so a file it reads here is one training can read.
     `ratio` (1, 2, 4 or 8) scales a JPEG down while decoding.
     """
+    data, problem = read_image_file(path)
+    return (None, problem) if problem else decode_image(data, path, ratio)
+
+
+MAX_IMAGE_FILE_BYTES = 256 * 2**20  # a 64-megapixel photo is about 30 MB as a JPEG
+MAX_IMAGE_PIXELS = 64 * 2**20  # decoded pixels of one image (as the server's budget per request)
+
+
+def read_image_file(path: str) -> tuple[bytes | None, str | None]:
+    """`(the bytes of an image file, None)`, or `(None, what is wrong)`: a regular file of at most
+    `MAX_IMAGE_FILE_BYTES` (not a device, a pipe or a folder, which could be read forever or block)."""
     try:
+        if not os.path.isfile(path):
+            return None, (f"image file not found: {path}" if not os.path.exists(path)
+                          else f"{path} is not a regular file (a folder, a device or a pipe)")
+        size = os.path.getsize(path)
+        if size > MAX_IMAGE_FILE_BYTES:
+            return None, f"image file {path} is {size / 2**20:.0f} MiB, over {MAX_IMAGE_FILE_BYTES // 2**20} MiB"
         with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None, f"image file not found: {path}"
-    except OSError as error:
-        return None, f"cannot read image file {path}: {error}"
-    return decode_image(data, path, ratio)
+            return f.read(MAX_IMAGE_FILE_BYTES + 1), None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        return None, f"cannot read image file {path!r}: {error}"
 
 
 def decode_image(data: bytes, name: str, ratio: int = 1):
@@ -202,6 +216,10 @@ def decode_image(data: bytes, name: str, ratio: int = 1):
         return None, f"JPEG file {name} is truncated (no end-of-image marker)"
     if not (jpeg or data.startswith(PNG_START) or data.startswith(BMP_START)):
         return None, f"{name} is neither a JPEG, a PNG nor a BMP file"
+    size = encoded_image_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:  # a small file can declare a huge picture
+        return None, (f"image file {name} declares {size[1]}x{size[0]} pixels, over {MAX_IMAGE_PIXELS // 2**20} "
+                      "megapixels")
     import tensorflow as tf
 
     try:
