@@ -252,11 +252,17 @@ class RuntimePoseModel:
 
     def milliseconds_per_image(self, steps: int = 20) -> float:
         """Median time of one crop through the file on this machine (after 2 unmeasured calls)."""
-        height, width = self.metadata["input_size"]
-        crop = np.random.default_rng(0).uniform(0, 1, (1, height, width, 3)).astype(np.float32)
-        times = []
-        for _ in range(steps + 2):
-            start = time.perf_counter()
-            self._run(crop)
-            times.append(time.perf_counter() - start)
-        return 1000 * float(np.median(times[2:]))
+        return median_milliseconds(self._run, self.metadata["input_size"], steps)
+
+
+def median_milliseconds(run, input_size, steps: int = 20) -> float:
+    """Median milliseconds of `run(crop)` on one random crop `[1, height, width, 3]`, after 2 unmeasured calls:
+    the speed column of `convert.py`'s parity table, for every format."""
+    height, width = input_size
+    crop = np.random.default_rng(0).uniform(0, 1, (1, height, width, 3)).astype(np.float32)
+    times = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
+        run(crop)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[2:]))

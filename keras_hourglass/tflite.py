@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Iterable
 
 import numpy as np
@@ -347,11 +346,6 @@ class TFLitePoseModel:
 
     def milliseconds_per_image(self, steps: int = 20) -> float:
         """Median time of one crop through the file on this machine (after 2 unmeasured calls)."""
-        height, width = self.metadata["input_size"]
-        crop = np.random.default_rng(0).uniform(0, 1, (1, height, width, 3)).astype(np.float32)
-        times = []
-        for step in range(steps + 2):
-            start = time.perf_counter()
-            self.runner(images=crop)
-            times.append(time.perf_counter() - start)
-        return 1000 * float(np.median(times[2:]))
+        from keras_hourglass.interchange import median_milliseconds
+
+        return median_milliseconds(lambda crop: self.runner(images=crop), self.metadata["input_size"], steps)
