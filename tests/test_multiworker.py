@@ -65,10 +65,12 @@ def command(tmp_path, *extra) -> list[str]:
 STEPS = 12  # per epoch in the kill test
 
 
-@pytest.mark.slow
-def test_two_workers_train_in_step_a_killed_worker_stops_the_other_and_the_job_resumes(tmp_path):
-    """One job, as a user lives it: two workers start, one is killed in epoch 2, the chief stops with one line,
-    the same command resumes both from epoch 1 and they finish in step, with only the chief writing the run."""
+@pytest.fixture(scope="module")
+def killed_job(tmp_path_factory):
+    """One job, as a user lives it: two workers start and one is killed in epoch 2. Returns `(folder, args, chief,
+    other, seconds from the kill to the chief's exit)`; the two tests below read it (the stop, then the resume), so
+    that neither test runs the four worker processes alone."""
+    tmp_path = tmp_path_factory.mktemp("killed_job")
     # Enough steps that the second epoch outlasts the poll below: the tiny model takes a few ms a step.
     # The metric (and the best model's export) on the last epoch only: one export fewer per worker.
     args = [*command(tmp_path, "--epochs", "2", "--eval-every", "2"), "--steps-per-epoch", str(STEPS)]
@@ -84,7 +86,14 @@ def test_two_workers_train_in_step_a_killed_worker_stops_the_other_and_the_job_r
     except subprocess.TimeoutExpired:
         chief.kill()
         pytest.fail(f"the chief did not stop within {FAILURE_DETECTION_BOUND} s of the other worker's death")
-    print(f"the chief stopped {time.monotonic() - killed_at:.1f} s after the kill")
+    return tmp_path, args, chief, other, time.monotonic() - killed_at
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_other_with_one_line(killed_job):
+    """The chief stops with one line naming the dead worker; the data was prepared once, by the chief."""
+    tmp_path, args, chief, other, seconds = killed_job
+    print(f"the chief stopped {seconds:.1f} s after the kill")
     log = open(chief.log_path).read()
     errors = [line for line in log.splitlines() if line.startswith("train.py: error:")]
     assert chief.returncode == 1 and len(errors) == 1, log[-3000:]
@@ -95,6 +104,12 @@ def test_two_workers_train_in_step_a_killed_worker_stops_the_other_and_the_job_r
     assert "generating the synthetic data set" in log and "generating" not in first_other
     assert "checking the images" in log and "checking the images" not in first_other
 
+
+@pytest.mark.slow
+def test_the_same_command_resumes_both_workers_in_step(killed_job):
+    """The same command resumes both from epoch 1 and they finish in step, with only the chief writing the run."""
+    tmp_path, args, chief, other, _ = killed_job
+    first_other = open(other.log_path).read()
     logs = finish(start_workers(tmp_path, args, "resumed"))
     run = tmp_path / "run"
     for index, worker_log in enumerate(logs):
