@@ -54,6 +54,7 @@ class AssociativeEmbeddingTrainer(keras.Model):
         return self.network(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The mean over stacks of `masked_heatmap_loss + tag_weight x (push + pull)`, each averaged over images."""
         from keras_hourglass.model import stack_outputs
 
         joints, total = self.num_joints, 0.0

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> dict:
             pose_model.codec = HeatmapCodec.from_config({**pose_model.codec.get_config(), "refine": args.refine})
         evaluation = evaluate_model(pose_model, records, args.flip_test, args.batch_size, args.threshold,
                                     progress=not args.quiet)
-        label = os.path.basename(os.path.normpath(args.model))
+        flip = ("flip test in the model's graph" if pose_model.flip_tested
+                else f"flip test {'on' if args.flip_test else 'off'}")
+        label = f"{os.path.basename(os.path.normpath(args.model))}, {flip}"
     else:
         evaluation = evaluate_predictions(read_predictions(args.predictions, records), records, args.threshold)
         label = os.path.basename(args.predictions)
