@@ -17,7 +17,7 @@ the TFLite converter's full-integer quantization does
   `beta - mean * that` with the ReLU fused: both constant vectors are one
   per-tensor int8 tensor each, with the range of their values, and both
   results are rounded;
-* every `Add` of `k` inputs is `k - 1` two-input `ADD`s, each result
+* every `Add` of `k` inputs is `k - 1` two-input `ADD` ops, each result
   rounded;
 * zero padding, max pooling and nearest upsampling keep their input's
   scale, so they round nothing.
@@ -174,7 +174,7 @@ class QuantizedBatchNorm(_Quantized):
 
 
 class QuantizedAdd(_Quantized):
-    """An `Add` of `count` tensors as `count - 1` int8 `ADD`s, left to right, each result rounded."""
+    """An `Add` of `count` tensors as `count - 1` int8 `ADD` ops, left to right, each result rounded."""
 
     def __init__(self, add, count: int, **kwargs):
         super().__init__([add.name] * (count - 1), **kwargs)

@@ -247,7 +247,7 @@ def _refuse(opcode: str):
 
 
 class _AllowListUnpickler(pickle._Unpickler):
-    """Resolves only `ALLOWED_GLOBALS`; persistent ids become `Storage`s through `load_storage`.
+    """Resolves only `ALLOWED_GLOBALS`; persistent ids become `Storage` objects through `load_storage`.
 
     The opcodes that call or change objects are checked, as PyTorch's `weights_only` loader does: REDUCE
     calls only the functions of `ALLOWED_GLOBALS`; BUILD (setting an object's state) is taken only on an

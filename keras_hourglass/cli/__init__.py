@@ -1,4 +1,4 @@
-"""The command-line programs: `keras-hourglass COMMAND ...`, and the top-level scripts, which call the same `main`s.
+"""The command-line programs: `keras-hourglass COMMAND ...`, and the top-level scripts, which call the same `main` functions.
 
 Each command is a module here with `main(argv=None, prog=...)`: it parses
 its flags, runs, and turns a `ValueError` (bad input, named by the code that

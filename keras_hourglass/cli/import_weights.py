@@ -65,7 +65,7 @@ def build_parser(prog: str = "import_weights.py") -> argparse.ArgumentParser:
 def one_line_errors(path: str):
     """Whatever a file read from anywhere makes the reader raise becomes one `ValueError` naming the file.
 
-    The reader raises `ValueError`s with messages of its own for what it knows; any other exception is a
+    The reader raises `ValueError` exceptions with messages of its own for what it knows; any other exception is a
     file it did not foresee, which is still the file's fault and still gets one line, not a traceback.
     """
     try:

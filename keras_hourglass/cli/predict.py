@@ -128,7 +128,7 @@ def check_boxes(boxes, image, where: str) -> None:
 
 
 def detection_keys(name: str) -> list:
-    """The `image_id`s that name an image file `name` (name, stem, the stem's number) or a video frame (its index)."""
+    """The `image_id` values that name an image file `name` (name, stem, the stem's number) or a video frame (its index)."""
     if FRAME_MARK in name:
         return [int(name.rpartition(FRAME_MARK)[2])]
     stem = os.path.splitext(name)[0]

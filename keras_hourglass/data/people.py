@@ -123,7 +123,7 @@ def load_people(path: str, image_dir: str, spec: JointSpec = COCO_PERSON, with_k
 
     Args:
         path: the COCO keypoint JSON file.
-        image_dir: the folder its `file_name`s are relative to.
+        image_dir: the folder its `file_name` values are relative to.
         spec: the joints the file must name, in this order.
         with_keypoints: keep only images where a person has a labelled joint (what training reads, as
             pose-ae-train does); otherwise every image with a person annotated (what COCO AP scores).

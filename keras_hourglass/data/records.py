@@ -141,7 +141,7 @@ class PoseRecords:
         rather than as a traceback in the middle of an epoch.
 
         Returns:
-            `{"images": number of distinct images checked}`.
+            A dict: ``images``, the number of distinct images checked.
 
         Raises:
             ValueError: naming the first bad image, its record, and how many
