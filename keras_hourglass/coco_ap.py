@@ -29,6 +29,17 @@ from keras_hourglass.data.coco import PERSON_CATEGORY
 STAT_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 
 
+def format_stats(stats: dict) -> str:
+    """The ten figures on one line: `AP 0.123  AP .5 0.544  ...`."""
+    return "  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES)
+
+
+def ap_report(stats: dict, images: int, people_found: int, flip_test: bool, **extra) -> dict:
+    """What `metrics.json` holds for a multi-person model (`evaluate.py` and a training run write the same)."""
+    return {"metric": "COCO keypoint AP", "images": images, "people_found": people_found,
+            "flip_test": bool(flip_test), **extra, **{name: stats[name] for name in STAT_NAMES}}
+
+
 def keypoint_results(image_id, keypoints, scores, person_scores) -> list[dict]:
     """COCO keypoint results of one image's people: `keypoints [P, K, 2]`, `scores [P, K]` (0: lacking), `[P]`."""
     entries = []

@@ -67,6 +67,11 @@ def require(fmt: str) -> None:
                          "not installed).")
 
 
+def is_input_size(size) -> bool:
+    """Whether a converted file's metadata `input_size` is `[height, width]`, integers from 1 to 4096."""
+    return isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v <= 4096 for v in size)
+
+
 def convert(saved_model, output_path: str, fmt: str, calibration=None) -> str:
     """Converts the `crops` signature of a SavedModel folder (or a `PoseEstimator` in memory) to `output_path`
     (`.onnx`, or `.xml` with its `.bin` beside it), written atomically; returns `output_path`.
@@ -190,8 +195,7 @@ class RuntimePoseModel:
             self.metadata = None
         if not isinstance(self.metadata, dict):
             raise ValueError(f"{path}: no keras_hourglass metadata in this file (was it converted by convert.py?).")
-        size = self.metadata.get("input_size")
-        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v <= 4096 for v in size)):
+        if not is_input_size(self.metadata.get("input_size")):
             raise ValueError(f"{path}: its keras_hourglass metadata has a bad input_size: expected [height, width], "
                              "integers from 1 to 4096.")
 

@@ -21,7 +21,6 @@ quantization-aware training and a TFLite file of a multi-person model;
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -130,12 +129,12 @@ def run_people_training(config: Config) -> dict:
     from keras_hourglass.callbacks import ResumeCheckpoint, SavedModelCheckpoint, Throughput
     from keras_hourglass.callbacks.ap import KeypointAPCallback
     from keras_hourglass.callbacks import latest_resume_state
-    from keras_hourglass.coco_ap import STAT_NAMES, evaluate_people
+    from keras_hourglass.coco_ap import ap_report, evaluate_people, format_stats
     from keras_hourglass.data.people import PeopleAugmentation, NO_PEOPLE_AUGMENTATION, people_dataset
     from keras_hourglass.fileio import FolderLock, complete_directory, write_json
     from keras_hourglass.multiperson import MultiPersonEstimator, load_multi_person_model
-    from keras_hourglass.plotting import plot_training_curves, save_figure
-    from keras_hourglass.training import learning_rate_schedule, prepare_output, truncate_log
+    from keras_hourglass.training import (earlier_train_seconds, learning_rate_schedule, plot_run_curves,
+                                          prepare_output, truncate_log)
 
     started = time.perf_counter()
     check_people_config(config)
@@ -181,29 +180,20 @@ def run_people_training(config: Config) -> dict:
                       shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
         else:
             print(f"{config.output} has finished all {config.epochs} epochs; evaluating only")
-        earlier = 0.0  # a finished run started again evaluates only: keep the training time of its earlier runs
-        summary_path = os.path.join(config.output, "summary.json")
-        if os.path.isfile(summary_path):
-            with open(summary_path) as f:
-                earlier = float(json.load(f).get("train_seconds", 0.0))
-        summary = {"train_seconds": round(time.perf_counter() - start + earlier, 1)}
-        log = os.path.join(config.output, "training_log.csv")
-        if os.path.isfile(log):
-            save_figure(plot_training_curves(log, f"{config.preset}: {config.variant}"),
-                        os.path.join(config.output, "training_curves.png"))
+        summary = {"train_seconds": round(time.perf_counter() - start + earlier_train_seconds(config.output), 1)}
+        plot_run_curves(config)
         best_path = complete_directory(best.best_path) or complete_directory(best.last_path)
         if config.evaluate and best_path:
             stats, results = evaluate_people(load_multi_person_model(best_path), valid, flip_test=config.flip_test)
-            report = {"metric": "COCO keypoint AP", "images": len(valid), "people_found": len(results),
-                      "flip_test": bool(config.flip_test), **{name: stats[name] for name in STAT_NAMES}}
+            report = ap_report(stats, len(valid), len(results), config.flip_test)
             os.makedirs(os.path.join(config.output, "eval"), exist_ok=True)
             write_json(os.path.join(config.output, "eval", "metrics.json"), report)
             write_json(os.path.join(config.output, "eval", "keypoints_results.json"), results, indent=None)
             print(f"\n{best_path} on {valid.source} ({len(valid)} images, flip test "
                   f"{'on' if config.flip_test else 'off'}), COCO keypoint AP by pycocotools:")
-            print("  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES))
+            print(format_stats(stats))
             summary.update(metric="COCO keypoint AP", ap=round(stats["AP"], 4), ap50=round(stats["AP .5"], 4))
         summary["saved_model"] = best_path
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(summary_path, summary)
+        write_json(os.path.join(config.output, "summary.json"), summary)
     return summary

@@ -159,8 +159,10 @@ def check_file_metadata(metadata, path: str) -> HeatmapCodec:
     if not isinstance(metadata, dict):
         fail("top level", "a JSON object")
     check_single_person(metadata, path)
+    from keras_hourglass.interchange import is_input_size
+
     size = metadata.get("input_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v <= 4096 for v in size)):
+    if not is_input_size(size):
         fail("input_size", "[height, width], integers from 1 to 4096")
     names = metadata.get("keypoint_names")
     if not (isinstance(names, list) and 0 < len(names) <= MAX_KEYPOINTS

@@ -346,18 +346,34 @@ def train(config: Config, train_records, valid, strategy, worker, output: str) -
     return {"valid": valid, "best": best, "calibration": calibration, "train_seconds": time.perf_counter() - start}
 
 
-def finish(config: Config, run: dict) -> dict:
-    """After training: evaluate the best SavedModel, plot, convert to TFLite."""
-    from keras_hourglass.evaluation import evaluate_model
+def plot_run_curves(config: Config) -> None:
+    """`training_curves.png` of the run folder, from its `training_log.csv` (if an epoch was logged)."""
     from keras_hourglass.plotting import plot_training_curves, save_figure
-    from keras_hourglass.pose_model import load_pose_model
 
-    summary = {"train_seconds": round(run["train_seconds"], 1)}
-    best_path = complete_directory(run["best"].best_path) or complete_directory(run["best"].last_path)
     log = os.path.join(config.output, "training_log.csv")
     if os.path.isfile(log):
         save_figure(plot_training_curves(log, f"{config.preset}: {config.variant}"),
                     os.path.join(config.output, "training_curves.png"))
+
+
+def earlier_train_seconds(output: str) -> float:
+    """The training time that the run folder's `summary.json` holds: a finished run started again evaluates (and
+    exports) only, and keeps the time of its earlier runs."""
+    path = os.path.join(output, "summary.json")
+    if not os.path.isfile(path):
+        return 0.0
+    with open(path) as f:
+        return float(json.load(f).get("train_seconds", 0.0))
+
+
+def finish(config: Config, run: dict) -> dict:
+    """After training: evaluate the best SavedModel, plot, convert to TFLite."""
+    from keras_hourglass.evaluation import evaluate_model
+    from keras_hourglass.pose_model import load_pose_model
+
+    summary = {"train_seconds": round(run["train_seconds"], 1)}
+    best_path = complete_directory(run["best"].best_path) or complete_directory(run["best"].last_path)
+    plot_run_curves(config)
     if config.evaluate and best_path:
         valid = run["valid"]
         evaluation = evaluate_model(load_pose_model(best_path), valid, config.flip_test, config.batch_size,
@@ -420,10 +436,7 @@ def run_training(config: Config) -> dict:
             return {"worker": str(worker), "total_seconds": round(time.perf_counter() - started, 1)}
         with FolderLock(config.output):
             path = os.path.join(config.output, "summary.json")
-            earlier = 0.0  # a finished run started again evaluates and exports only: keep its training time
-            if os.path.isfile(path):
-                with open(path) as f:
-                    earlier = float(json.load(f).get("train_seconds", 0.0))
+            earlier = earlier_train_seconds(config.output)
             summary = finish(config, train(config, train_records, valid, strategy, worker, config.output))
             summary["train_seconds"] = round(summary["train_seconds"] + earlier, 1)
             summary["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -39,14 +39,19 @@ class KeypointAPCallback(keras.callbacks.Callback):
         self.people, self.every, self.flip_test = people, every, flip_test
         self.network, self.codec, self.verbose = network, codec, verbose
         self.last_stats = None
+        self._model = None
 
     def evaluate(self) -> dict:
         from keras_hourglass.coco_ap import evaluate_people
         from keras_hourglass.multiperson import multi_person_model_from_keras
 
-        model = multi_person_model_from_keras(self.network or self.model, self.people.spec)
-        stats, _ = evaluate_people(model, self.people, self.codec, self.flip_test)
+        if self._model is None:  # one traced function for the run, not one per evaluation
+            self._model = multi_person_model_from_keras(self.network or self.model, self.people.spec)
+        stats, _ = evaluate_people(self._model, self.people, self.codec, self.flip_test)
         return stats
+
+    def on_train_begin(self, logs=None):
+        self._model = None  # the model may have been rebuilt since the last fit
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.params.get("epochs") == epoch + 1

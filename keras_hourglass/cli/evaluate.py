@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
 def run_multi_person(args: argparse.Namespace) -> dict:
     """COCO keypoint AP of a multi-person SavedModel on the annotated images of a COCO keypoint file."""
     from keras_hourglass.codec import AssociativeEmbeddingCodec
-    from keras_hourglass.coco_ap import STAT_NAMES, evaluate_people
+    from keras_hourglass.coco_ap import ap_report, evaluate_people, format_stats
     from keras_hourglass.data.people import load_people
     from keras_hourglass.fileio import write_json
     from keras_hourglass.joints import COCO_PERSON
@@ -157,10 +157,8 @@ def run_multi_person(args: argparse.Namespace) -> dict:
     images = people.image_ids
     print(f"{args.annotations}: {len(images)} images, {len(results)} people found, "
           f"{os.path.basename(os.path.normpath(args.model))} (COCO keypoint AP, pycocotools)")
-    print("  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES))
-    report = {"metric": "COCO keypoint AP", "images": len(images), "people_found": len(results),
-              "flip_test": bool(args.flip_test), "detection_threshold": threshold,
-              **{name: stats[name] for name in STAT_NAMES}}
+    print(format_stats(stats))
+    report = ap_report(stats, len(images), len(results), args.flip_test, detection_threshold=threshold)
     if args.json:
         write_json(args.json, report)
     if args.output:

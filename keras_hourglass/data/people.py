@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
 
-from keras_hourglass.data.coco import PERSON_CATEGORY
+from keras_hourglass.data.coco import PERSON_CATEGORY, finite_number
 from keras_hourglass.joints import COCO_PERSON, JointSpec
 
 MAX_PEOPLE = 30  # pose-ae-train's `max_num_people`: people per image the grouping loss sees
@@ -236,7 +235,7 @@ def _is_int(value) -> bool:
 
 
 def _finite(values) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    return all(finite_number(v) is not None for v in values)
 
 
 # tf.data ---------------------------------------------------------------------------------------------
