@@ -21,3 +21,4 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 myst_heading_anchors = 3
 napoleon_use_ivar = True  # "Attributes:" as fields of their class, not as separate targets
+html_static_path = ["_static"]

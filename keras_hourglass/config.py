@@ -141,7 +141,7 @@ PRESETS = {
     # slower in the same time), Adam at 2.5e-3 with a one-epoch warm-up
     # (RMSprop at 2.5e-4 or 1e-3 barely left the all-zero-heatmap phase in
     # that time), DARK's Taylor decoding (better than the reference's
-    # quarter-pixel shift at these coarse heatmaps; README has the ablation),
+    # quarter-pixel shift at these coarse heatmaps; docs/numbers.md has the ablation),
     # the metric and a SavedModel export every 3 epochs.
     "synthetic-small": dict(
         dataset="synthetic", variant="hourglass_small", image_size=64, sigma=2.0, refine="taylor",
@@ -153,7 +153,7 @@ PRESETS = {
     # 128x128, a 2-stack conv-block network as pose-ae-train's but narrow, sigma 1 on its 32x32 heatmaps (the
     # reference's side / 64 would be 0.5), Adam with a warm-up; COCO AP by pycocotools every 4 epochs. The
     # grouping losses weigh 0.1, not the reference's 1e-3: at 1e-3 every person's tags stayed equal for all 20
-    # epochs (push loss at 0.375, its value then) and AP came from the joints' order alone (README has both runs).
+    # epochs (push loss at 0.375, its value then) and AP came from the joints' order alone (docs/multi-person.md has both runs).
     "synthetic-people": dict(
         dataset="synthetic-people", variant="associative_embedding_small", image_size=128, sigma=1.0,
         tag_loss_weight=0.1,

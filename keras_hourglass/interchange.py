@@ -175,7 +175,7 @@ class RuntimePoseModel:
     the runtime's threads (both runtimes default to every core).
     `openvino_precision` is OpenVINO's `INFERENCE_PRECISION_HINT`: `"f32"`
     (the default here, for parity), or None for the plugin's own choice
-    (bf16 on CPUs with bf16 units: faster, and less exact; README measures
+    (bf16 on CPUs with bf16 units: faster, and less exact; docs/numbers.md measures
     both).
     """
 

@@ -1,13 +1,25 @@
 """The documentation site: it builds with no warning, and every example on its pages runs.
 
 `make docs` builds `docs/` with Sphinx (warnings are errors); here the same build runs into a temporary folder.
-Every ```python block of a page runs, the page's blocks in order in one namespace, so a page whose example breaks
-fails the suite. A ```sh block needs data or a trained model that the page does not make: the line before it says
-so ("so the suite does not run them:"), and the test holds every shell block to that mark.
+
+Each page runs in a fresh temporary folder holding links to the repository's `tests/` (the demo model, the
+reference checkpoints) and its commands (`train.py`, `predict.py`, ...), and `photo.jpg` (a real MPII photo
+from the shared data), as a user in a clone with a photo of theirs would run it:
+
+* every ```python block, in order, in one namespace per page;
+* a ```sh block runs in `bash` (the environment's Python first on `PATH`) when the paragraph before it says
+  "the suite runs them" (or "it"); otherwise that paragraph must say what the block needs that the suite does
+  not have, and "so the suite does not run them" (or "it"); either ends with a colon;
+* a page whose examples talk to `http://127.0.0.1:8080` gets `serve.py tests/data/synthetic_small.keras` on a
+  free port, and its examples are pointed at that port.
+
+So a page whose example breaks fails the suite.
 """
 
+import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,34 +28,102 @@ import pytest
 from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
-SHELL_MARK = "so the suite does not run them:"
+RUN_MARK = re.compile(r"the suite runs (them|it)\b")
+SKIP_MARK = re.compile(r"so the\s+suite does not\s+run (them|these|it)\b")
+SERVER_ADDRESS = "127.0.0.1:8080"
+PHOTO = "052475643.jpg"  # two men seated, 854x480
+
+
+def blocks(text: str) -> list[tuple[str, str, str]]:
+    """`(language, code, the paragraph before the block, on one line)` in page order."""
+    found = []
+    for match in BLOCK.finditer(text):
+        paragraph = text[:match.start()].rstrip().rsplit("\n\n", 1)[-1]
+        found.append((match.group(1), match.group(2), " ".join(paragraph.split())))
+    return found
 
 
 def test_the_site_builds_with_no_warning(tmp_path):
     built = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS),
                             str(tmp_path / "html")], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
-    assert (tmp_path / "html" / "api.html").is_file() and (tmp_path / "html" / "index.html").is_file()
-    api = (tmp_path / "html" / "api.html").read_text()
+    html = tmp_path / "html"
+    for page in PAGES:
+        assert (html / page.relative_to(DOCS).with_suffix(".html")).is_file(), page.name
+    api = (html / "api.html").read_text()
     for name in ("build_stacked_hourglass", "HeatmapCodec", "AssociativeEmbeddingCodec", "load_pose_model"):
         assert name in api, name
+    for figure in re.findall(r"\]\((_static/[^)]+)\)", (DOCS / "index.md").read_text()):
+        assert (html / figure).is_file(), figure
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_every_python_example_of_a_page_runs(page: pathlib.Path):
+def test_every_shell_example_is_run_or_says_why_not(page: pathlib.Path):
+    for language, _, before in blocks(page.read_text()):
+        if language == "sh":
+            marked = before.endswith(":") and (RUN_MARK.search(before) or SKIP_MARK.search(before))
+            assert marked, f"{page.name}: a shell block after {before[-200:]!r}"
+
+
+@pytest.fixture(scope="module")
+def docs_server(tmp_path_factory):
+    """`serve.py` on the demo model, started for the first page that needs it."""
+    from tests.test_serving import KERAS_MODEL, Server
+
+    servers = []
+
+    def start():
+        if not servers:
+            servers.append(Server(str(KERAS_MODEL), tmp_path_factory.mktemp("docs-server") / "server.log"))
+        return servers[0]
+
+    yield start
+    for server in servers:
+        assert server.stop() == 0, server.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_example_of_a_page_runs(page: pathlib.Path, tmp_path, shared_data, docs_server, monkeypatch):
     text = page.read_text()
+    if SERVER_ADDRESS in "".join(code for language, code, _ in blocks(text) if language in ("python", "sh")):
+        text = text.replace(SERVER_ADDRESS, docs_server().url.removeprefix("http://"))
+    for name in ["tests", *(script.name for script in ROOT.glob("*.py"))]:  # the clone's tests/ and commands
+        (tmp_path / name).symlink_to(ROOT / name)
+    shutil.copy(shared_data / "mpii" / "images" / PHOTO, tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    environment = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     namespace = {"__name__": f"docs_{page.stem}"}
-    for language, code in BLOCK.findall(text):
+    for index, (language, code, before) in enumerate(blocks(text)):
+        where = f"{page.name}, block {index + 1}"
         if language == "python":
-            exec(compile(code, f"{page.name} example", "exec"), namespace)
+            exec(compile(code, where, "exec"), namespace)
+        elif language == "sh" and RUN_MARK.search(before) and not SKIP_MARK.search(before):
+            ran = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True,
+                                 env=environment, timeout=120)
+            assert ran.returncode == 0, f"{where}: exit status {ran.returncode}\n{ran.stderr[-3000:]}"
+            assert '"error"' not in ran.stdout, f"{where}: {ran.stdout[-3000:]}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_every_shell_example_is_marked_as_not_run(page: pathlib.Path):
-    lines = page.read_text().splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("```sh"):
-            before = next((lines[i] for i in range(index - 1, -1, -1) if lines[i].strip()), "")
-            assert before.endswith(SHELL_MARK), f"{page.name}:{index + 1}: a shell block without the mark"
+def test_the_figures_are_made_from_a_run(tiny_run, shared_data, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    monkeypatch.setenv("KERAS_HOURGLASS_SHARED_DATA", str(shared_data))
+    assert make_figures.main(["--run", tiny_run[0], "--output", str(tmp_path)]) == 0
+    for name in ("front.png", "training_curves.png", "pixel_centres.png", "centre_scale.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    assert make_figures.main(["--run", str(tmp_path), "--output", str(tmp_path / "x")]) == 2  # no training log
+
+
+def test_readme_links_and_pictures_exist():
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    assert "docs/_static/front.png" in targets
+    for target in targets:
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+    assert len(readme.splitlines()) <= 150

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import struct
@@ -526,6 +527,8 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, ph
             assert [[k["name"] for k in p["keypoints"]] for p in saved["people"]] == [list(MPII.names)] * 2
             assert [p["box"] for p in saved["people"]] == [p["box"] for p in result["people"]]
             page.screenshot(path=str(tmp_path / "page-box.png"))
+            if os.environ.get("KERAS_HOURGLASS_FIGURES"):  # docs/make_figures.py --page: the site's screenshot
+                shutil.copy(tmp_path / "page-box.png", pathlib.Path(os.environ["KERAS_HOURGLASS_FIGURES"]) / "page.png")
             assert not errors, errors
 
             # a file that is not an image: a message, and nothing of the previous photo left on screen

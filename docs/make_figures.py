@@ -1,0 +1,192 @@
+"""Makes the documentation's figures from the project's own outputs; nothing in them is drawn by hand.
+
+    python docs/make_figures.py --run runs/synthetic-small             # after make demo
+    python docs/make_figures.py --run runs/synthetic-small --page      # also the web page, from the browser test
+
+Writes into `docs/_static/` (or `--output`):
+
+* `front.png` (README's and the site's picture): a real MPII photo with its MPII annotation drawn by
+  `keras_hourglass.plotting.plot_pose_overlay`, beside the run's validation metric per epoch, read from its
+  `training_log.csv` (what `PCKCallback` logged while training).
+* `training_curves.png`: `plot_training_curves` of the same log (losses per stack and every metric group).
+* `pixel_centres.png`: an 8x8 image's pixel grid and centres, and the 2x2 heatmap `HeatmapCodec` encodes for a
+  joint at (5.5, 1.5), drawn over the area it covers.
+* `centre_scale.png`: the same MPII person's centre and `200 * scale` square on the photo, and the 256x256 crop
+  `build_eval_dataset` makes of it, with the annotation mapped through the crop's transform.
+* `page.png` (with `--page`): the server's web page in Chromium after two boxes were dragged around people, the
+  screenshot `tests/test_serving.py`'s browser test takes, run here with `KERAS_HOURGLASS_FIGURES` set.
+
+The photo and its annotation come from the shared data (`../shared/data/mpii`, or
+`KERAS_HOURGLASS_SHARED_DATA`).
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PHOTO = "052475643.jpg"  # two men seated; MPII annotates one of them
+
+
+def metric_column(columns: dict) -> str:
+    """The run's mean validation metric: `val_pckh` (MPII, synthetic), `val_pck` (FLIC, COCO files) or `val_ap`."""
+    for name in ("val_pckh", "val_pck", "val_ap"):
+        if name in columns:
+            return name
+    raise ValueError(f"the training log has no val_pckh, val_pck or val_ap column (it has {', '.join(columns)}).")
+
+
+def front_figure(run: pathlib.Path, shared: pathlib.Path):
+    import cv2
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from keras_hourglass.plotting import figure_pixels, plot_pose_overlay, read_csv_log
+
+    records, row = annotated_person(shared)
+    photo = cv2.cvtColor(cv2.imread(str(records.image_path[row])), cv2.COLOR_BGR2RGB)
+    annotated = records.annotated[row]
+    keypoints = np.where(annotated[:, None], records.keypoints[row], np.nan)
+    drawn = figure_pixels(plot_pose_overlay(photo, keypoints, records.spec, scores=annotated.astype(np.float32)))
+
+    columns = read_csv_log(str(run / "training_log.csv"))
+    name = metric_column(columns)
+    finite = np.isfinite(columns[name])
+    epochs = columns["epoch"][finite] + 1
+
+    height, width = drawn.shape[:2]
+    figure = Figure(figsize=(11, 11 * height / width / 1.6))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [width / height, 0.6 * width / height]})
+    left.imshow(drawn)
+    left.set_axis_off()
+    left.set_title("a real MPII photo, its annotation drawn by plot_pose_overlay", fontsize=9)
+    right.plot(epochs, columns[name][finite], marker="o")
+    right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100))
+    right.set_title(f"{run.name}: {name} while training", fontsize=9)
+    right.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def annotated_person(shared: pathlib.Path):
+    """`(records, row)`: the MPII validation person annotated in `PHOTO`."""
+    from keras_hourglass.data import load_mpii_h5
+
+    records = load_mpii_h5(str(shared / "mpii" / "valid.h5"), image_dir=str(shared / "mpii" / "images"))
+    rows = [i for i, path in enumerate(records.image_path) if os.path.basename(path) == PHOTO]
+    if not rows:
+        raise ValueError(f"{shared / 'mpii' / 'valid.h5'}: no person annotated in {PHOTO}.")
+    return records, rows[0]
+
+
+def pixel_centres_figure():
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from keras_hourglass import HeatmapCodec
+
+    codec = HeatmapCodec((8, 8), sigma=0.5)
+    joint = np.array([[[5.5, 1.5]]], np.float32)
+    heatmaps, _ = codec.encode(joint, np.ones((1, 1), bool))
+    figure = Figure(figsize=(5, 5))
+    ax = figure.subplots()
+    # each heatmap pixel covers a stride x stride block of image pixels: drawn over [-0.5, 7.5]
+    ax.imshow(np.asarray(heatmaps)[0, :, :, 0], cmap="Reds", extent=(-0.5, 7.5, 7.5, -0.5), vmin=0, vmax=1)
+    for edge in np.arange(-0.5, 8, 1.0):
+        ax.axhline(edge, color="0.6", linewidth=0.5)
+        ax.axvline(edge, color="0.6", linewidth=0.5)
+    for edge in (-0.5, 3.5, 7.5):
+        ax.axhline(edge, color="black", linewidth=1.5)
+        ax.axvline(edge, color="black", linewidth=1.5)
+    grid = np.arange(8)
+    ax.scatter(*np.meshgrid(grid, grid), s=6, color="0.3", label="image pixel centres (i, j)")
+    centres = (np.arange(2) + 0.5) * 4 - 0.5
+    ax.scatter(*np.meshgrid(centres, centres), s=60, marker="s", facecolor="none", edgecolor="black",
+               label="heatmap pixel centres, (u + 0.5) * 4 - 0.5")
+    ax.scatter(*joint[0, 0], s=80, marker="x", color="blue", label="joint at (5.5, 1.5): heatmap value 1")
+    ax.set(xticks=grid, yticks=grid, xlim=(-0.7, 7.7), ylim=(7.7, -0.7))
+    ax.set_title("8x8 image, 2x2 heatmap (stride 4)", fontsize=10)
+    ax.legend(loc="lower left", fontsize=7, framealpha=0.9)
+    figure.tight_layout()
+    return figure
+
+
+def centre_scale_figure(shared: pathlib.Path):
+    import cv2
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from keras_hourglass.data import build_eval_dataset
+    from keras_hourglass.plotting import draw_skeleton
+    from keras_hourglass.transforms import SCALE_UNIT, apply_affine, invert_affine
+
+    records, row = annotated_person(shared)
+    photo = cv2.cvtColor(cv2.imread(str(records.image_path[row])), cv2.COLOR_BGR2RGB)
+    person = records.select([row])
+    batch = next(iter(build_eval_dataset(person, (256, 256), batch_size=1)))
+    crop = np.asarray(batch["image"][0])
+    to_crop = invert_affine(batch["transform"])[0]
+    keypoints = np.asarray(apply_affine(to_crop, records.keypoints[row][None]))[0]
+    visible = records.annotated[row]
+    (cx, cy), side = records.center[row], SCALE_UNIT * records.scale[row]
+
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [photo.shape[1] / photo.shape[0], 1]})
+    left.imshow(photo)
+    left.add_patch(Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, color="yellow", linewidth=2))
+    left.scatter([cx], [cy], marker="+", s=120, color="yellow")
+    left.set_title(f"centre ({cx:.0f}, {cy:.0f}), scale {records.scale[row]:.2f}: a {side:.0f}-px square",
+                   fontsize=9)
+    left.set_axis_off()
+    right.imshow(crop)
+    draw_skeleton(right, keypoints, records.spec, visible=visible)
+    right.set_title("the 256x256 crop, annotation mapped in", fontsize=9)
+    right.set_axis_off()
+    figure.tight_layout()
+    return figure
+
+
+def page_screenshot(output: pathlib.Path) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        environment = {**os.environ, "KERAS_HOURGLASS_FIGURES": folder, "CI": "true"}
+        ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "tests/test_serving.py::test_the_web_page_draws_the_servers_skeleton_in_chromium"],
+                             cwd=ROOT, env=environment, capture_output=True, text=True)
+        if ran.returncode != 0:
+            raise ValueError(f"the browser test failed:\n{ran.stdout[-2000:]}")
+        shutil.copy(os.path.join(folder, "page.png"), output / "page.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a training run folder (its training_log.csv)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "_static"), help="where the PNGs go")
+    parser.add_argument("--page", action="store_true", help="also the web page's screenshot (needs Chromium)")
+    args = parser.parse_args(argv)
+    from keras_hourglass.plotting import plot_training_curves, save_figure
+
+    run, output = pathlib.Path(args.run), pathlib.Path(args.output)
+    shared = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        save_figure(front_figure(run, shared), str(output / "front.png"), dpi=100)
+        save_figure(plot_training_curves(str(run / "training_log.csv"), title=run.name),
+                    str(output / "training_curves.png"), dpi=80)
+        save_figure(pixel_centres_figure(), str(output / "pixel_centres.png"), dpi=80)
+        save_figure(centre_scale_figure(shared), str(output / "centre_scale.png"), dpi=80)
+        if args.page:
+            page_screenshot(output)
+    except ValueError as error:
+        print(f"make_figures.py: error: {error}", file=sys.stderr)
+        return 2
+    print(f"figures written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
