@@ -1,6 +1,7 @@
 """Sphinx configuration: `make docs` builds the site into docs/_build/html, warnings as errors."""
 
 import os
+import re
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -22,3 +23,12 @@ napoleon_numpy_docstring = False
 myst_heading_anchors = 3
 napoleon_use_ivar = True  # "Attributes:" as fields of their class, not as separate targets
 html_static_path = ["_static"]
+
+
+def _no_email_links(app, what, name, obj, options, lines):
+    """`PCKh@0.5` in a docstring is a metric, not an e-mail address: escape the `@` so docutils keeps it as text."""
+    lines[:] = [re.sub(r"(\w)@(\d)", r"\1\\@\2", line) for line in lines]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _no_email_links)

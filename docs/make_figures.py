@@ -65,7 +65,7 @@ def front_figure(run: pathlib.Path, shared: pathlib.Path):
     left.set_axis_off()
     left.set_title("a real MPII photo, its annotation drawn by plot_pose_overlay", fontsize=9)
     right.plot(epochs, columns[name][finite], marker="o")
-    right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100))
+    right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100), xticks=epochs)
     right.set_title(f"{run.name}: {name} while training", fontsize=9)
     right.grid(alpha=0.3)
     figure.tight_layout()

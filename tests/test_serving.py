@@ -504,7 +504,7 @@ def test_the_web_page_draws_the_servers_skeleton_in_chromium(browser, server, ph
             page.screenshot(path=str(tmp_path / "page.png"))
 
             # boxes dragged around people: each is one more person, which the page asks the boxes signature for
-            for left, right, count in ((0.3, 0.7, 1), (0.05, 0.45, 2)):
+            for left, right, count in ((0.55, 0.76, 1), (0.05, 0.45, 2)):  # the man, then the truck's hood
                 page.mouse.move(x0 + width * left, y0 + height * 0.1)
                 page.mouse.down()
                 page.mouse.move(x0 + width * right, y0 + height * 0.95, steps=5)
