@@ -37,26 +37,42 @@ def metric_column(columns: dict) -> str:
     for name in ("val_pckh", "val_pck", "val_ap"):
         if name in columns:
             return name
-    raise ValueError(f"the training log has no val_pckh, val_pck or val_ap column (it has {', '.join(columns)}).")
+    raise ValueError(f"the training log has no val_pckh, val_pck or val_ap column (it has {', '.join(columns)[:300]}).")
+
+
+def read_photo(path: str):
+    """The photo as RGB pixels; a missing or undecodable file is a `ValueError` naming it."""
+    import cv2
+
+    from keras_hourglass.data.records import image_file_problem
+
+    problem = image_file_problem(path)
+    pixels = None if problem else cv2.imread(path)
+    if pixels is None:
+        raise ValueError(problem if problem and path in problem else f"{path}: {problem or 'not an image OpenCV can decode'}.")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
 def front_figure(run: pathlib.Path, shared: pathlib.Path):
-    import cv2
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
     from matplotlib.figure import Figure
 
     from keras_hourglass.plotting import figure_pixels, plot_pose_overlay, read_csv_log
 
+    log = str(run / "training_log.csv")
+    columns = read_csv_log(log)
+    name = metric_column(columns)
+    finite = np.isfinite(columns[name])
+    if not finite.any():
+        raise ValueError(f"{log}: no epoch has a {name} value (was the run evaluated?).")
+    epochs = columns["epoch"][finite] + 1
+
     records, row = annotated_person(shared)
-    photo = cv2.cvtColor(cv2.imread(str(records.image_path[row])), cv2.COLOR_BGR2RGB)
+    photo = read_photo(str(records.image_path[row]))
     annotated = records.annotated[row]
     keypoints = np.where(annotated[:, None], records.keypoints[row], np.nan)
     drawn = figure_pixels(plot_pose_overlay(photo, keypoints, records.spec, scores=annotated.astype(np.float32)))
-
-    columns = read_csv_log(str(run / "training_log.csv"))
-    name = metric_column(columns)
-    finite = np.isfinite(columns[name])
-    epochs = columns["epoch"][finite] + 1
 
     height, width = drawn.shape[:2]
     figure = Figure(figsize=(11, 11 * height / width / 1.6))
@@ -65,7 +81,8 @@ def front_figure(run: pathlib.Path, shared: pathlib.Path):
     left.set_axis_off()
     left.set_title("a real MPII photo, its annotation drawn by plot_pose_overlay", fontsize=9)
     right.plot(epochs, columns[name][finite], marker="o")
-    right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100), xticks=epochs)
+    right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100))
+    right.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
     right.set_title(f"{run.name}: {name} while training", fontsize=9)
     right.grid(alpha=0.3)
     figure.tight_layout()
@@ -116,7 +133,6 @@ def pixel_centres_figure():
 
 
 def centre_scale_figure(shared: pathlib.Path):
-    import cv2
     import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -126,7 +142,7 @@ def centre_scale_figure(shared: pathlib.Path):
     from keras_hourglass.transforms import SCALE_UNIT, apply_affine, invert_affine
 
     records, row = annotated_person(shared)
-    photo = cv2.cvtColor(cv2.imread(str(records.image_path[row])), cv2.COLOR_BGR2RGB)
+    photo = read_photo(str(records.image_path[row]))
     person = records.select([row])
     batch = next(iter(build_eval_dataset(person, (256, 256), batch_size=1)))
     crop = np.asarray(batch["image"][0])
@@ -152,13 +168,15 @@ def centre_scale_figure(shared: pathlib.Path):
 
 
 def page_screenshot(output: pathlib.Path) -> None:
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:  # the test copies its screenshot here
         environment = {**os.environ, "KERAS_HOURGLASS_FIGURES": folder, "CI": "true"}
         ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                               "tests/test_serving.py::test_the_web_page_draws_the_servers_skeleton_in_chromium"],
                              cwd=ROOT, env=environment, capture_output=True, text=True)
         if ran.returncode != 0:
-            raise ValueError(f"the browser test failed:\n{ran.stdout[-2000:]}")
+            last = [line for line in ran.stdout.splitlines() if line.strip()][-1:] or ["no output"]
+            raise ValueError(f"the browser test failed ({last[0][:300]}); run it alone to see why: python -m pytest "
+                             "tests/test_serving.py -k chromium")
         shutil.copy(os.path.join(folder, "page.png"), output / "page.png")
 
 
@@ -171,18 +189,29 @@ def main(argv=None) -> int:
     from keras_hourglass.plotting import plot_training_curves, save_figure
 
     run, output = pathlib.Path(args.run), pathlib.Path(args.output)
-    shared = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    output.mkdir(parents=True, exist_ok=True)
+    shared = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA") or ROOT.parent / "shared" / "data")
     try:
-        save_figure(front_figure(run, shared), str(output / "front.png"), dpi=100)
-        save_figure(plot_training_curves(str(run / "training_log.csv"), title=run.name),
-                    str(output / "training_curves.png"), dpi=80)
-        save_figure(pixel_centres_figure(), str(output / "pixel_centres.png"), dpi=80)
-        save_figure(centre_scale_figure(shared), str(output / "centre_scale.png"), dpi=80)
-        if args.page:
-            page_screenshot(output)
+        if output.exists() and not output.is_dir():
+            raise ValueError(f"{output}: --output must be a folder, and this is a file.")
+        # every figure is made in a scratch folder first; only when all are made do they replace the old ones
+        with tempfile.TemporaryDirectory(prefix="make-figures-") as scratch:
+            made = pathlib.Path(scratch)
+            if args.page:
+                page_screenshot(made)
+            save_figure(front_figure(run, shared), str(made / "front.png"), dpi=100)
+            save_figure(plot_training_curves(str(run / "training_log.csv"), title=run.name),
+                        str(made / "training_curves.png"), dpi=80)
+            save_figure(pixel_centres_figure(), str(made / "pixel_centres.png"), dpi=80)
+            save_figure(centre_scale_figure(shared), str(made / "centre_scale.png"), dpi=80)
+            output.mkdir(parents=True, exist_ok=True)
+            for figure in sorted(made.iterdir()):
+                shutil.copyfile(figure, output / f".{figure.name}.partial")
+                os.replace(output / f".{figure.name}.partial", output / figure.name)
     except ValueError as error:
         print(f"make_figures.py: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"make_figures.py: error: {error.filename or output}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"figures written to {output}")
     return 0

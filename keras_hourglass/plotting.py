@@ -185,18 +185,38 @@ def plot_heatmaps(image, heatmaps, spec: JointSpec, columns: int = 4):
 MISSING_CELLS = ("", "NA", "nan")  # CSVLogger writes "NA" for an entry missing from an epoch's logs
 
 
+MAX_LOG_BYTES = 64 * 2**20  # a Keras CSVLogger writes about 1 KiB an epoch: 64 MiB is tens of thousands of epochs
+
+
 def read_csv_log(path: str) -> dict[str, np.ndarray]:
-    """Columns of a Keras `CSVLogger` file as float arrays (missing cells are NaN)."""
+    """Columns of a Keras `CSVLogger` file as float arrays (missing cells are NaN), with an `epoch` column.
+
+    A file that is not a regular file of at most `MAX_LOG_BYTES`, or not such a log, is a `ValueError` naming it.
+    """
     if not os.path.isfile(path):
         raise ValueError(f"{path}: training log not found.")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    if os.path.getsize(path) > MAX_LOG_BYTES:
+        raise ValueError(f"{path}: {os.path.getsize(path):,} bytes is not a training log (at most "
+                         f"{MAX_LOG_BYTES:,} bytes expected).")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "epoch" not in rows[0]:
+            raise ValueError("no 'epoch' column")
+        columns = {}
+        for name in rows[0] if rows else ():
+            if name is None:
+                raise ValueError("a row has more cells than the header")
+            columns[name] = np.array([np.nan if row.get(name) in (None, *MISSING_CELLS) else float(row[name])
+                                      for row in rows])
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not a Keras CSV training log ({str(error).splitlines()[0][:200]}).") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error}).") from None
     if not rows:
         raise ValueError(f"{path}: the training log has no epochs yet.")
-    columns = {}
-    for name in rows[0]:
-        columns[name] = np.array([np.nan if row.get(name) in (None, *MISSING_CELLS) else float(row[name])
-                                  for row in rows])
+    if not np.isfinite(columns["epoch"]).all():
+        raise ValueError(f"{path}: not a Keras CSV training log (an epoch that is not a number).")
     return columns
 
 

@@ -2,14 +2,17 @@
 
 `make docs` builds `docs/` with Sphinx (warnings are errors); here the same build runs into a temporary folder.
 
-Each page runs in a fresh temporary folder holding links to the repository's `tests/` (the demo model, the
-reference checkpoints) and its commands (`train.py`, `predict.py`, ...), and `photo.jpg` (a real MPII photo
-from the shared data), as a user in a clone with a photo of theirs would run it:
+Each page runs in a fresh temporary folder holding copies of the repository's commands (`train.py`,
+`predict.py`, ...) and of the files under `tests/` that the page names (the demo model, the reference
+checkpoints), and `photo.jpg` (a real MPII photo from the shared data), as a user in a clone with a photo of
+theirs would run it:
 
 * every ```python block, in order, in one namespace per page;
 * a ```sh block runs in `bash` (the environment's Python first on `PATH`) when the paragraph before it says
   "the suite runs them" (or "it"); otherwise that paragraph must say what the block needs that the suite does
-  not have, and "so the suite does not run them" (or "it"); either ends with a colon;
+  not have, and "so the suite does not run them" (or "it"); either ends with a colon. A fenced block is
+  ```python, ```sh, ``` (output) or a directive, so that no shell example escapes the rule under another name;
+  a shell block runs in its own process group, killed when it ends;
 * a page whose examples talk to `http://127.0.0.1:8080` gets `serve.py tests/data/synthetic_small.keras` on a
   free port, and its examples are pointed at that port.
 
@@ -20,8 +23,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -29,9 +34,12 @@ from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
-RUN_MARK = re.compile(r"the suite runs (them|it)\b")
-SKIP_MARK = re.compile(r"so the\s+suite does not\s+run (them|these|it)\b")
+# a fenced block, at any indentation (inside a list too), with ``` or ~~~
+BLOCK = re.compile(r"^(?P<indent>[ ]*)(?P<fence>```|~~~)(?P<info>[^\n`]*)\n(?P<code>.*?)^(?P=indent)(?P=fence)[ ]*$",
+                   re.M | re.S)
+KINDS = {"python", "sh", "", "{toctree}", "{eval-rst}"}  # "": output, shown as it is
+RUN_MARK = re.compile(r"the suite runs (them|it)\b", re.I)
+SKIP_MARK = re.compile(r"so the\s+suite does not\s+run (them|these|it)\b", re.I)
 SERVER_ADDRESS = "127.0.0.1:8080"
 PHOTO = "052475643.jpg"  # two men seated, 854x480
 
@@ -41,7 +49,8 @@ def blocks(text: str) -> list[tuple[str, str, str]]:
     found = []
     for match in BLOCK.finditer(text):
         paragraph = text[:match.start()].rstrip().rsplit("\n\n", 1)[-1]
-        found.append((match.group(1), match.group(2), " ".join(paragraph.split())))
+        code = textwrap.dedent(match["code"]) if match["indent"] else match["code"]
+        found.append((match["info"].strip(), code, " ".join(paragraph.split())))
     return found
 
 
@@ -63,9 +72,27 @@ def test_the_site_builds_with_no_warning(tmp_path):
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_every_shell_example_is_run_or_says_why_not(page: pathlib.Path):
     for language, _, before in blocks(page.read_text()):
+        assert language in KINDS, f"{page.name}: a ```{language} block (shell examples are ```sh, Python ```python)"
         if language == "sh":
             marked = before.endswith(":") and (RUN_MARK.search(before) or SKIP_MARK.search(before))
             assert marked, f"{page.name}: a shell block after {before[-200:]!r}"
+
+
+def run_shell(code: str, environment: dict) -> subprocess.CompletedProcess:
+    """`bash` on a block in its own process group, which is killed afterwards: nothing it starts outlives it."""
+    process = subprocess.Popen(["bash", "-euo", "pipefail", "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = "", "the block ran for more than 120 s"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +104,7 @@ def docs_server(tmp_path_factory):
 
     def start():
         if not servers:
-            servers.append(Server(str(KERAS_MODEL), tmp_path_factory.mktemp("docs-server") / "server.log"))
+            servers.append(Server(str(KERAS_MODEL), tmp_path_factory.mktemp("docs-server") / "server.log", grpc=False))
         return servers[0]
 
     yield start
@@ -99,8 +126,12 @@ def test_every_example_of_a_page_runs(page: pathlib.Path, tmp_path, shared_data,
     text = page.read_text()
     if page_server:
         text = text.replace(SERVER_ADDRESS, page_server)
-    for name in ["tests", *(script.name for script in ROOT.glob("*.py"))]:  # the clone's tests/ and commands
-        (tmp_path / name).symlink_to(ROOT / name)
+    for script in ROOT.glob("*.py"):  # copies, so that an example cannot change the repository through them
+        shutil.copy(script, tmp_path / script.name)
+    for name in sorted(set(re.findall(r"\btests/[\w./-]+\.\w+", text))):  # the repository files it names
+        if (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(shared_data / "mpii" / "images" / PHOTO, tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     environment = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
@@ -110,8 +141,7 @@ def test_every_example_of_a_page_runs(page: pathlib.Path, tmp_path, shared_data,
         if language == "python":
             exec(compile(code, where, "exec"), namespace)
         elif language == "sh" and RUN_MARK.search(before) and not SKIP_MARK.search(before):
-            ran = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True,
-                                 env=environment, timeout=120)
+            ran = run_shell(code, environment)
             assert ran.returncode == 0, f"{where}: exit status {ran.returncode}\n{ran.stderr[-3000:]}"
             assert '"error"' not in ran.stdout, f"{where}: {ran.stdout[-3000:]}"
 
@@ -126,7 +156,13 @@ def test_the_figures_are_made_from_a_run(tiny_run, shared_data, tmp_path, monkey
     assert make_figures.main(["--run", tiny_run[0], "--output", str(tmp_path)]) == 0
     for name in ("front.png", "training_curves.png", "pixel_centres.png", "centre_scale.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
-    assert make_figures.main(["--run", str(tmp_path), "--output", str(tmp_path / "x")]) == 2  # no training log
+    before = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("*.png")}
+    assert make_figures.main(["--run", str(tmp_path), "--output", str(tmp_path)]) == 2  # no training log
+    (tmp_path / "file").write_text("")
+    assert make_figures.main(["--run", tiny_run[0], "--output", str(tmp_path / "file")]) == 2  # not a folder
+    monkeypatch.setenv("KERAS_HOURGLASS_SHARED_DATA", str(tmp_path / "nowhere"))
+    assert make_figures.main(["--run", tiny_run[0], "--output", str(tmp_path)]) == 2  # no photo: nothing replaced
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("*.png")} == before
 
 
 def test_readme_links_and_pictures_exist():

@@ -57,6 +57,25 @@ def test_training_curves_from_a_csv_log(tmp_path):
         read_csv_log(str(tmp_path / "missing.csv"))
 
 
+@pytest.mark.parametrize("content, expected", [
+    ("loss\n0.1\n", "no 'epoch' column"),
+    ("epoch,loss\n0,abc\n", "could not convert"),
+    ("epoch,loss\n0,0.1,7\n", "more cells than the header"),
+    ("epoch,loss\nnan,0.1\n", "not a number"),
+    (b"epoch,loss\n\x87\xff\n", "can't decode"),
+])
+def test_a_bad_training_log_is_one_error_naming_it(tmp_path, content, expected):
+    log = tmp_path / "log.csv"
+    log.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=expected) as error:
+        read_csv_log(str(log))
+    assert str(log) in str(error.value)
+    with open(log, "wb") as f:  # sparse: nothing read before it is refused
+        f.truncate(10 * 2**30)
+    with pytest.raises(ValueError, match="is not a training log"):
+        read_csv_log(str(log))
+
+
 def test_pck_curves_compare_runs(tmp_path):
     thresholds = np.linspace(0, 0.5, 11)
     figure = plot_pck_curves({"a": (thresholds, 100 * thresholds * 2), "b": (thresholds, 50 * thresholds * 2)}, "PCKh")

@@ -53,34 +53,51 @@ def request(url, body=None, headers=None, method=None, timeout=60):
 
 
 class Server:
-    def __init__(self, saved_model: str, log: pathlib.Path, *flags):
-        self.port, self.grpc_port = free_port(), free_port()
+    """`serve.py` as a subprocess on free loopback ports; `grpc=False` leaves gRPC off (KServe binds it on every
+    interface). A server that does not get ready is killed before the error is raised."""
+
+    def __init__(self, saved_model: str, log: pathlib.Path, *flags, grpc: bool = True):
+        self.port, self.grpc_port = free_port(), (free_port() if grpc else None)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        grpc_flags = ["--grpc-port", str(self.grpc_port)] if grpc else []
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "serve.py"), saved_model, "--port", str(self.port), "--grpc-port", str(self.grpc_port), "--max-body-mb",
-             str(MAX_BODY_MB), "--max-image-side", str(MAX_IMAGE_SIDE), "--request-timeout", str(REQUEST_TIMEOUT),
-             *flags],
+            [sys.executable, str(ROOT / "serve.py"), saved_model, "--port", str(self.port), *grpc_flags,
+             "--max-body-mb", str(MAX_BODY_MB), "--max-image-side", str(MAX_IMAGE_SIDE), "--request-timeout",
+             str(REQUEST_TIMEOUT), *flags],
             cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def _wait_until_ready(self):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+            assert self.process.poll() is None, f"the server exited: {self.log.read_text()[-3000:]}"
             try:
                 if request(f"{self.url}/v2/health/ready", method="GET", timeout=2)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"the server did not get ready: {log.read_text()[-3000:]}")
+        raise AssertionError(f"the server did not get ready: {self.log.read_text()[-3000:]}")
 
     def infer(self, inputs, outputs=None, name="hourglass"):
         body = {"inputs": inputs, **({"outputs": [{"name": n} for n in outputs]} if outputs else {})}
         return request(f"{self.url}/v2/models/{name}/infer", body)
 
     def stop(self) -> int:
+        """SIGTERM, and its exit status; a server still running 60 s later is killed (and the status says so)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -285,6 +285,8 @@ def decode_photo(data: bytes, name: str, min_side: int = MIN_PHOTO_SIDE, quiet: 
 
 def read_h5(path: str, required: Sequence[str], kind: str) -> dict:
     """Reads every field of an HDF5 annotation file, naming the file and the missing fields."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: a folder, not an HDF5 annotation file.")
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in required if key not in f]
@@ -292,7 +294,8 @@ def read_h5(path: str, required: Sequence[str], kind: str) -> dict:
                 raise ValueError(f"{path}: not a {kind} HDF5 annotation file, missing fields {missing}.")
             return {key: f[key][()] for key in f.keys()}
     except OSError as error:
-        raise ValueError(f"{path}: cannot read as HDF5 ({error}).") from None
+        reason = str(error).splitlines()[0].split(" (file read failed")[0]
+        raise ValueError(f"{path}: cannot read as HDF5 ({reason}).") from None
 
 
 def join_image_dir(names, image_dir) -> list[str]:
