@@ -180,20 +180,16 @@ def page_screenshot(output: pathlib.Path) -> None:
         shutil.copy(os.path.join(folder, "page.png"), output / "page.png")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a training run folder (its training_log.csv)")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "_static"), help="where the PNGs go")
-    parser.add_argument("--page", action="store_true", help="also the web page's screenshot (needs Chromium)")
-    args = parser.parse_args(argv)
+def make(args: argparse.Namespace) -> None:
+    """Makes every figure in a scratch folder, then puts them in `args.output`; a bad input is a `ValueError`."""
     from keras_hourglass.plotting import plot_training_curves, save_figure
 
     run, output = pathlib.Path(args.run), pathlib.Path(args.output)
     shared = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA") or ROOT.parent / "shared" / "data")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output}: --output must be a folder, and this is a file.")
     try:
-        if output.exists() and not output.is_dir():
-            raise ValueError(f"{output}: --output must be a folder, and this is a file.")
-        # every figure is made in a scratch folder first; only when all are made do they replace the old ones
+        # only when every figure is made do they replace the old ones
         with tempfile.TemporaryDirectory(prefix="make-figures-") as scratch:
             made = pathlib.Path(scratch)
             if args.page:
@@ -207,14 +203,19 @@ def main(argv=None) -> int:
             for figure in sorted(made.iterdir()):
                 shutil.copyfile(figure, output / f".{figure.name}.partial")
                 os.replace(output / f".{figure.name}.partial", output / figure.name)
-    except ValueError as error:
-        print(f"make_figures.py: error: {error}", file=sys.stderr)
-        return 2
     except OSError as error:
-        print(f"make_figures.py: error: {error.filename or output}: {error.strerror or error}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{error.filename or output}: {error.strerror or error}") from None
     print(f"figures written to {output}")
-    return 0
+
+
+def main(argv=None) -> int:
+    from keras_hourglass.cli import run_command
+
+    parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a training run folder (its training_log.csv)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "_static"), help="where the PNGs go")
+    parser.add_argument("--page", action="store_true", help="also the web page's screenshot (needs Chromium)")
+    return run_command("make_figures.py", make, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
