@@ -53,23 +53,21 @@ def read_photo(path: str):
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
-def front_figure(run: pathlib.Path, shared: pathlib.Path):
+def front_figure(columns: dict, log: str, title: str, person):
+    """The photo with its annotation beside the log's metric; `person` is `annotated_person`'s."""
     import numpy as np
-    from matplotlib.ticker import MaxNLocator
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    from keras_hourglass.plotting import figure_pixels, plot_pose_overlay, read_csv_log
+    from keras_hourglass.plotting import figure_pixels, plot_pose_overlay
 
-    log = str(run / "training_log.csv")
-    columns = read_csv_log(log)
     name = metric_column(columns)
     finite = np.isfinite(columns[name])
     if not finite.any():
         raise ValueError(f"{log}: no epoch has a {name} value (was the run evaluated?).")
     epochs = columns["epoch"][finite] + 1
 
-    records, row = annotated_person(shared)
-    photo = read_photo(str(records.image_path[row]))
+    records, row, photo = person
     annotated = records.annotated[row]
     keypoints = np.where(annotated[:, None], records.keypoints[row], np.nan)
     drawn = figure_pixels(plot_pose_overlay(photo, keypoints, records.spec, scores=annotated.astype(np.float32)))
@@ -83,21 +81,21 @@ def front_figure(run: pathlib.Path, shared: pathlib.Path):
     right.plot(epochs, columns[name][finite], marker="o")
     right.set(xlabel="epoch", ylabel=f"{name} (%)", ylim=(0, 100))
     right.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
-    right.set_title(f"{run.name}: {name} while training", fontsize=9)
+    right.set_title(f"{title}: {name} while training", fontsize=9)
     right.grid(alpha=0.3)
     figure.tight_layout()
     return figure
 
 
 def annotated_person(shared: pathlib.Path):
-    """`(records, row)`: the MPII validation person annotated in `PHOTO`."""
+    """`(records, row, photo pixels)`: the MPII validation person annotated in `PHOTO`."""
     from keras_hourglass.data import load_mpii_h5
 
     records = load_mpii_h5(str(shared / "mpii" / "valid.h5"), image_dir=str(shared / "mpii" / "images"))
     rows = [i for i, path in enumerate(records.image_path) if os.path.basename(path) == PHOTO]
     if not rows:
         raise ValueError(f"{shared / 'mpii' / 'valid.h5'}: no person annotated in {PHOTO}.")
-    return records, rows[0]
+    return records, rows[0], read_photo(str(records.image_path[rows[0]]))
 
 
 def pixel_centres_figure():
@@ -132,7 +130,8 @@ def pixel_centres_figure():
     return figure
 
 
-def centre_scale_figure(shared: pathlib.Path):
+def centre_scale_figure(person):
+    """The person's centre and scale square on the photo, and the crop the pipeline makes of it."""
     import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -141,10 +140,8 @@ def centre_scale_figure(shared: pathlib.Path):
     from keras_hourglass.plotting import draw_skeleton
     from keras_hourglass.transforms import SCALE_UNIT, apply_affine, invert_affine
 
-    records, row = annotated_person(shared)
-    photo = read_photo(str(records.image_path[row]))
-    person = records.select([row])
-    batch = next(iter(build_eval_dataset(person, (256, 256), batch_size=1)))
+    records, row, photo = person
+    batch = next(iter(build_eval_dataset(records.select([row]), (256, 256), batch_size=1)))
     crop = np.asarray(batch["image"][0])
     to_crop = invert_affine(batch["transform"])[0]
     keypoints = np.asarray(apply_affine(to_crop, records.keypoints[row][None]))[0]
@@ -182,7 +179,7 @@ def page_screenshot(output: pathlib.Path) -> None:
 
 def make(args: argparse.Namespace) -> None:
     """Makes every figure in a scratch folder, then puts them in `args.output`; a bad input is a `ValueError`."""
-    from keras_hourglass.plotting import plot_training_curves, save_figure
+    from keras_hourglass.plotting import plot_training_curves, read_csv_log, save_figure
 
     run, output = pathlib.Path(args.run), pathlib.Path(args.output)
     shared = pathlib.Path(os.environ.get("KERAS_HOURGLASS_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -194,11 +191,12 @@ def make(args: argparse.Namespace) -> None:
             made = pathlib.Path(scratch)
             if args.page:
                 page_screenshot(made)
-            save_figure(front_figure(run, shared), str(made / "front.png"), dpi=100)
-            save_figure(plot_training_curves(str(run / "training_log.csv"), title=run.name),
-                        str(made / "training_curves.png"), dpi=80)
+            log = str(run / "training_log.csv")
+            columns, person = read_csv_log(log), annotated_person(shared)  # each read once, for two figures
+            save_figure(front_figure(columns, log, run.name, person), str(made / "front.png"), dpi=100)
+            save_figure(plot_training_curves(columns, title=run.name), str(made / "training_curves.png"), dpi=80)
             save_figure(pixel_centres_figure(), str(made / "pixel_centres.png"), dpi=80)
-            save_figure(centre_scale_figure(shared), str(made / "centre_scale.png"), dpi=80)
+            save_figure(centre_scale_figure(person), str(made / "centre_scale.png"), dpi=80)
             output.mkdir(parents=True, exist_ok=True)
             for figure in sorted(made.iterdir()):
                 shutil.copyfile(figure, output / f".{figure.name}.partial")
