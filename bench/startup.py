@@ -12,13 +12,16 @@ maximum resident set) and the time of each step the command printed.
 Then `serve.py` is started on the import's `saved_model/` and on its
 `model.keras`, each as a new process on a free loopback port, and the time
 from launch until `/v2/health/ready` answers 200 is printed, with the
-command's own step lines. Everything runs on this machine's CPU, named
+command's own step lines, and the time until it answers its first
+prediction (the signatures' first calls run after ready, so a request
+that comes at once waits for them). Everything runs on this machine's CPU, named
 first; every figure comes from this one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -81,8 +84,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_ready_seconds(model: str) -> tuple[float | None, str]:
-    """Seconds from launching `serve.py MODEL` until `/v2/health/ready` answers 200, and what it printed."""
+FIRST_REQUEST = json.dumps({"instances": [[[[0, 0, 0], [9, 9, 9]], [[0, 0, 0], [9, 9, 9]]]]}).encode()
+
+
+def server_ready_seconds(model: str) -> tuple[float | None, float | None, str]:
+    """`(seconds from launching serve.py MODEL until /v2/health/ready answers 200, until its first prediction
+    (a 2x2 photo, V1) is answered, what the server printed)`; `None` for what did not come."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")
     start = time.perf_counter()
@@ -98,6 +105,13 @@ def server_ready_seconds(model: str) -> tuple[float | None, str]:
                         break
             except OSError:
                 time.sleep(0.05)
+        answered = None
+        if ready is not None:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/hourglass:predict", FIRST_REQUEST,
+                                             {"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=READY_TIMEOUT) as answer:
+                if answer.status == 200 and json.load(answer)["predictions"]:
+                    answered = time.perf_counter() - start
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -105,7 +119,7 @@ def server_ready_seconds(model: str) -> tuple[float | None, str]:
         except subprocess.TimeoutExpired:
             process.kill()
     log.seek(0)
-    return ready, log.read()
+    return ready, answered, log.read()
 
 
 def main(argv=None) -> None:
@@ -130,13 +144,14 @@ def main(argv=None) -> None:
             if args.no_serve:
                 continue
             for kind in ("saved_model", "model.keras"):
-                ready, printed = server_ready_seconds(os.path.join(output, kind))
+                ready, answered, printed = server_ready_seconds(os.path.join(output, kind))
                 rows.append((f"serve {stacks} stacks from {kind}",
-                             f"{ready:.1f} s to ready" if ready else "not ready", "", step_lines(printed)))
-                print(rows[-1][0], rows[-1][1], *rows[-1][3], sep="\n  ", flush=True)
+                             f"{ready:.1f} s to ready" if ready else "not ready",
+                             f"{answered:.1f} s to the first answer" if answered else "no answer", step_lines(printed)))
+                print(rows[-1][0], rows[-1][1], rows[-1][2], *rows[-1][3], sep="\n  ", flush=True)
     print("\nsummary (" + describe_cpu() + ")")
     for what, seconds, peak, _ in rows:
-        print(f"  {what:<48} {seconds:>16} {peak}")
+        print(f"  {what:<48} {seconds:>16}  {peak}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hourglass.codec import AssociativeEmbeddingCodec
-from keras_hourglass.export import MULTI_PERSON_FORMAT, NORMALIZATION, last_output_shape, save_estimator
+from keras_hourglass.export import (
+    MULTI_PERSON_FORMAT,
+    NORMALIZATION,
+    LayerWeights,
+    last_output_shape,
+    save_estimator,
+)
 from keras_hourglass.joints import COCO_PERSON
 from keras_hourglass.model import stack_outputs
 
@@ -76,6 +82,7 @@ class MultiPersonEstimator:
             raise ValueError(f"a multi-person model outputs {NUM_JOINTS} heatmaps and {NUM_JOINTS} tags per stack "
                              f"and names {NUM_JOINTS} joints; got {channels} channels and {len(keypoint_names)} names.")
         self.model = model
+        self.weights = LayerWeights(model)
         self.keypoint_names = [str(name) for name in keypoint_names]
         self.flip_partners = [[str(a), str(b)] for a, b in flip_partners]
         self.limbs = [[str(a), str(b)] for a, b in limbs]
@@ -89,7 +96,9 @@ class MultiPersonEstimator:
         self.crops = self.archive.add_endpoint(SIGNATURE, self._crops, input_signature=[crops])
 
     def _crops(self, images):
-        heatmaps, tags = split_outputs(tf.cast(stack_outputs(self.model(images, training=False))[-1], tf.float32))
+        with self.weights.scope():
+            outputs = stack_outputs(self.model(images, training=False))[-1]
+        heatmaps, tags = split_outputs(tf.cast(outputs, tf.float32))
         values, indices = candidates(heatmaps)
         return {"heatmaps": heatmaps, "tags": tags, "candidate_values": values, "candidate_indices": indices}
 

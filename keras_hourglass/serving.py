@@ -55,6 +55,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 import warnings
@@ -235,7 +236,11 @@ class PoseServingModel:
         self.detection_threshold = detection_threshold
 
     def load(self) -> bool:
-        """Loads the SavedModel (or takes the estimator's functions) and calls each image signature once.
+        """Loads the SavedModel (or takes the estimator's functions); ready then, with the first calls after it.
+
+        A signature's first call builds its graph, about 4 s for a full-size 8-stack model on 2 cores; no
+        request needs that done before the server answers, so each signature's first call runs in a thread
+        (`first_calls`) once the model is ready, and a request that comes meanwhile runs beside it.
 
         TensorFlow's graph optimizer (grappler) is turned off for the server's process first: it rewrites
         the whole network graph on the first call of each signature, which made that call take 10.4 s
@@ -254,10 +259,7 @@ class PoseServingModel:
             self.codec = AssociativeEmbeddingCodec(**({} if self.detection_threshold is None else
                                                       {"detection_threshold": self.detection_threshold}))
             self.detection_threshold = self.codec.detection_threshold
-            self.run(PoseRequest("serving_default", np.zeros((1, 32, 32, 3), np.uint8), {}))  # its first call
-            self.ready = True
-            return True
-        if isinstance(self.source, str):
+        elif isinstance(self.source, str):
             loaded = tf.saved_model.load(self.source)
             missing = sorted(set(SIGNATURE_INPUTS) - set(loaded.signatures))
             if missing:
@@ -266,16 +268,32 @@ class PoseServingModel:
             self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
         else:  # a PoseEstimator in this process: its graph functions, the same as its SavedModel's signatures
             self.signatures = {name: getattr(self.source, name) for name in SIGNATURE_INPUTS}
-        # one call each now: a signature's first call builds its graph, which would slow the first request
-        warm_up = np.zeros((1, 32, 32, 3), np.uint8)
+        self.ready = True
+        self.first_calls = threading.Thread(target=self.call_each_signature, name="pose-first-calls", daemon=True)
+        self.first_calls.start()
+        return True
+
+    def call_each_signature(self) -> None:
+        """One call of each image signature (the people signature of a multi-person model) on a blank image.
+
+        A model that fails its first call is no longer ready (`/v2/health/ready` answers 503), and the log
+        says why in one line.
+        """
+        image = np.zeros((1, 32, 32, 3), np.uint8)
         extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
                  "scale": np.array([0.1], np.float32)}
-        # in parallel: most of a first call is TensorFlow preparing the graph, which runs outside the GIL
-        with concurrent.futures.ThreadPoolExecutor(len(SIGNATURE_INPUTS)) as pool:
-            list(pool.map(lambda item: self.run(PoseRequest(item[0], warm_up, {k: extra[k] for k in item[1]})),
-                          SIGNATURE_INPUTS.items()))
-        self.ready = True
-        return True
+        signatures = {"serving_default": ()} if self.multi_person else SIGNATURE_INPUTS
+        start = time.perf_counter()
+        try:  # in parallel: most of a first call is TensorFlow preparing the graph, which runs outside the GIL
+            with concurrent.futures.ThreadPoolExecutor(len(signatures)) as pool:
+                list(pool.map(lambda item: self.run(PoseRequest(item[0], image, {k: extra[k] for k in item[1]})),
+                              signatures.items()))
+        except Exception as error:  # noqa: BLE001 - whatever the model raised, it cannot serve
+            self.ready = False
+            logging.getLogger("kserve").error(f"{self.name}: the model failed its first call and is not ready "
+                                              f"({type(error).__name__}: {str(error).splitlines()[0][:300]})")
+            return
+        print(f"first call of each signature, after ready ... {time.perf_counter() - start:.1f} s", flush=True)
 
     # --- requests -> PoseRequest
 

@@ -111,12 +111,13 @@ def test_flip_test_of_a_perfect_predictor_is_its_prediction():
     truth, _ = codec.encode(keypoints, np.ones((2, 16)))
     mirrored_truth, _ = codec.encode(flip_keypoints(keypoints, 64, MPII.flip_index), np.ones((2, 16)))
 
-    def oracle(x):  # knows the answer for the images and for their mirror images
-        return truth if np.array_equal(x, images) else mirrored_truth
+    def oracle(x):  # knows the answer for the images and for their mirror images, both in its one batch
+        assert np.array_equal(x[:2], images) and np.array_equal(x[2:], images[:, :, ::-1])
+        return np.concatenate([truth, mirrored_truth])
 
     np.testing.assert_allclose(codec.flip_test(oracle, images), truth, atol=1e-5)
     # A predictor that ignores left and right is corrected only halfway.
-    halfway = codec.flip_test(lambda x: truth, images)
+    halfway = codec.flip_test(lambda x: np.concatenate([truth, truth]), images)
     assert np.abs(halfway - truth).max() > 0.1
 
 

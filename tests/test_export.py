@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from keras_hourglass import MPII, HeatmapCodec, build_stacked_hourglass
-from keras_hourglass.export import METADATA_FILE, PoseEstimator
+from keras_hourglass.export import METADATA_FILE, PoseEstimator, save_estimator
+from keras_hourglass.model import stack_outputs
 from keras_hourglass.pose_model import load_pose_model
 from keras_hourglass.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from tests.conftest import PIXEL_TOLERANCE, TINY, assert_close_to_scale
@@ -108,6 +109,28 @@ def test_flip_test_export_averages_with_the_mirror(tmp_path):
     crops = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
     expected = codec.flip_test(lambda x: model(x, training=False), crops)
     assert_close_to_scale(estimator.heatmaps(crops), expected)
+
+
+def test_saved_model_holds_a_variable_per_layer_with_the_weights_as_they_are_when_saved(tmp_path):
+    """The model trains on after its estimator was built (as `SavedModelCheckpoint` keeps one per run): each save
+    writes the weights of that moment, one variable per layer that has weights."""
+    model = build_stacked_hourglass(1, MPII.num_keypoints, **TINY)
+    estimator = PoseEstimator(model, HeatmapCodec(TINY["image_size"], flip_index=MPII.flip_index), MPII.names)
+    crops = np.random.default_rng(4).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    before = stack_outputs(model(crops, training=False))[-1]
+    save_estimator(estimator, str(tmp_path / "before"))
+    for variable in model.weights:  # as a training step would: new values in the model's own variables
+        variable.assign(variable * 1.25 + 0.01)
+    after = stack_outputs(model(crops, training=False))[-1]
+    save_estimator(estimator, str(tmp_path / "after"))
+    assert np.abs(after - before).max() > 0.1 * np.abs(before).max()
+    for folder, expected in (("before", before), ("after", after)):
+        loaded = tf.saved_model.load(str(tmp_path / folder))
+        assert_close_to_scale(loaded.signatures["crops"](images=tf.constant(crops))["heatmaps"], expected)
+        stored = [name for name, _ in tf.train.list_variables(str(tmp_path / folder / "variables" / "variables"))
+                  if name.endswith("VARIABLE_VALUE")]
+        assert len(stored) == len({v.path.rpartition("/")[0] for v in model.weights}) < len(model.weights)
+    assert_close_to_scale(estimator.heatmaps(crops), after)  # the functions in memory read them as well
 
 
 def test_estimator_checks_its_arguments():

@@ -596,7 +596,7 @@ def test_work_stops_at_the_next_image_once_its_request_is_answered_504(tiny_save
     from keras_hourglass.serving import pose_serving_model
 
     model = pose_serving_model("hourglass", tiny_saved_model[2])
-    model.load()
+    model.first_calls.join()  # the signatures' first calls, which run once it is ready
     network, calls, running, release = model.signatures["serving_default"], [], threading.Event(), threading.Event()
 
     def first_call_waits(**inputs):
@@ -623,6 +623,30 @@ def test_work_stops_at_the_next_image_once_its_request_is_answered_504(tiny_save
         model.workers.shutdown(wait=True)  # the abandoned work has ended
     assert calls == [(1, 40, 30, 3)]
     assert "a request answered 504 stopped its work after 1 of 2 model calls" in caplog.text
+
+
+def test_ready_comes_before_the_first_calls_and_a_model_that_fails_them_is_not_ready(tiny_saved_model, caplog):
+    """The signatures' first calls run after ready, in a thread; a model whose first call fails goes back to not
+    ready, and the log says why in one line."""
+    import logging
+
+    from keras_hourglass.serving import pose_serving_model
+
+    model = pose_serving_model("hourglass", tiny_saved_model[2])
+    assert model.ready
+    model.first_calls.join()
+    assert model.ready
+
+    def broken(**inputs):
+        raise RuntimeError("the graph cannot run\nand says more on the next line")
+
+    model.signatures["boxes"] = broken
+    with caplog.at_level(logging.ERROR, logger="kserve"):
+        model.call_each_signature()
+    assert not model.ready
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert lines == ["hourglass: the model failed its first call and is not ready (RuntimeError: the graph cannot "
+                     "run)"]
 
 
 def test_a_full_queue_answers_503_and_slow_headers_are_cut_off(server, photo):
