@@ -94,6 +94,7 @@ class MultiPersonEstimator:
         # written, loaded and restored
         crops = tf.TensorSpec([None, *self.input_size, 3], tf.float32, name="images")
         self.crops = self.archive.add_endpoint(SIGNATURE, self._crops, input_signature=[crops])
+        self.converter_crops = tf.function(self._crops_reading_the_model, input_signature=[crops], autograph=False)
 
     def _crops(self, images):
         with self.weights.scope():
@@ -101,6 +102,11 @@ class MultiPersonEstimator:
         heatmaps, tags = split_outputs(tf.cast(outputs, tf.float32))
         values, indices = candidates(heatmaps)
         return {"heatmaps": heatmaps, "tags": tags, "candidate_values": values, "candidate_indices": indices}
+
+    def _crops_reading_the_model(self, images):
+        """`crops` as the converters take it (`keras_hourglass.export.LayerWeights.plain`)."""
+        with self.weights.plain():
+            return self._crops(images)
 
     def metadata(self) -> dict:
         return {

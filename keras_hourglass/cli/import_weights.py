@@ -146,6 +146,8 @@ def run(args: argparse.Namespace) -> dict:
     if checkpoint.input_mean is not None:
         print(f"  input: RGB in [0, 1] minus the mean {tuple(round(m, 4) for m in checkpoint.input_mean)}, "
               "inside the model")
+    checkpoint.state_dict.clear()  # its arrays are the model's weights now: not held through the conversion
+    release_freed_memory()
     from keras_hourglass.codec import HeatmapCodec
     from keras_hourglass.export import PoseEstimator, save_estimator
     from keras_hourglass.multiperson import MultiPersonEstimator
