@@ -7,7 +7,7 @@ Starts the server as a subprocess on a free loopback port, sends `--requests`
 V2 requests, each one MPII-sized JPEG file (`--image`, default the first image
 of `../shared/data/mpii/images`), from `--clients` concurrent clients (one
 keep-alive connection each), and prints requests/s, p50/p95/p99 latency and
-the errors (any non-200 answer). Then it calls the same SavedModel in this
+the errors (any non-200 answer). Then it calls the same model in this
 process (the file decoded as the server decodes it, then `serving_default`),
 one image at a time, and prints its images/s. The server is stopped with
 SIGTERM and must exit with status 0.
@@ -112,16 +112,16 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_hourglass.cli import quiet_tensorflow
-    from keras_hourglass.cli.serve import build_parser, saved_model_folder
+    from keras_hourglass.cli.serve import build_parser, model_source
 
     quiet_tensorflow()
     import tensorflow as tf
 
     from keras_hourglass.data.records import decode_photo
 
+    # what the server calls: the SavedModel's signatures, or a .keras file's estimator in memory, as `serve` does
+    source = model_source(build_parser().parse_args([args.model]))
     with tempfile.TemporaryDirectory(prefix="serve-speed-") as workdir:
-        # the folder both the server and this process run (a .keras file exported once, as `serve` does)
-        model = saved_model_folder(build_parser().parse_args([args.model]), workdir)
         pixels = decode_photo(data, str(image))[0]
         print(f"CPU: {describe_cpu()}")
         print(f"model: {os.path.relpath(args.model)}; image: {image.name}, {pixels.shape[1]}x{pixels.shape[0]}, {len(data):,} bytes")
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         port = free_port()
         log_path = os.path.join(workdir, "server.log")
         with open(log_path, "w") as log:
-            server = start_server(model, port, log)
+            server = start_server(args.model, port, log)
             body = json.dumps({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
                                            "data": [base64.b64encode(data).decode()]}]}).encode()
             path = "/v2/models/hourglass/infer"
@@ -143,8 +143,8 @@ def main(argv=None) -> int:
               f"p99 {ms[2]:.1f} ms; errors {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
         print(f"server exit status after SIGTERM: {status}")
 
-        loaded = tf.saved_model.load(model)
-        serving = loaded.signatures["serving_default"]
+        serving = (tf.saved_model.load(source).signatures["serving_default"] if isinstance(source, str)
+                   else source.serving_default)
 
         def in_process():
             serving(images=tf.constant(decode_photo(data, str(image))[0][None]))

@@ -63,3 +63,14 @@ def test_the_grouping_benchmark_draws_people_that_the_codec_finds():
         heatmaps, tags = scene(people)
         assert heatmaps.shape == (128, 128, 17) and tags.shape == (128, 128, 17, 2)
         assert len(AssociativeEmbeddingCodec().decode(heatmaps, tags)[0]) == people
+
+
+def test_the_server_load_benchmark_runs_on_the_demo_model(shared_data, capsys):
+    """`bench.serve_speed` end to end, briefly: a real server on loopback, then the same model in-process."""
+    from bench.serve_speed import main
+
+    image = sorted((shared_data / "mpii" / "images").glob("*.jpg"))[0]
+    assert main(["--image", str(image), "--requests", "4", "--clients", "2", "--in-process", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 requests from 2 clients" in printed and "errors 0" in printed
+    assert "server exit status after SIGTERM: 0" in printed and "in-process, one image at a time" in printed
