@@ -107,8 +107,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.requests, args.clients, args.in_process) < 1:
         parser.error("--requests, --clients and --in-process must be positive")
-    image = pathlib.Path(args.image) if args.image else sorted(SHARED_IMAGES.glob("*.jpg"))[0]
-    data = image.read_bytes()
+    image = pathlib.Path(args.image) if args.image else min(SHARED_IMAGES.glob("*.jpg"), default=None)
+    if image is None:
+        parser.error(f"no --image given and no JPEG in {SHARED_IMAGES}")
+    try:
+        data = image.read_bytes()
+    except OSError as error:
+        parser.error(f"--image {image}: {error.strerror}")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_hourglass.cli import quiet_tensorflow
@@ -119,10 +124,15 @@ def main(argv=None) -> int:
 
     from keras_hourglass.data.records import decode_photo
 
-    # what the server calls: the SavedModel's signatures, or a .keras file's estimator in memory, as `serve` does
-    source = model_source(build_parser().parse_args([args.model]))
+    pixels, problem = decode_photo(data, str(image))
+    if problem:
+        parser.error(f"--image {problem}")
+    try:
+        # what the server calls: the SavedModel's signatures, or a .keras file's estimator in memory, as serve does
+        source = model_source(build_parser().parse_args([args.model]))
+    except ValueError as error:  # not a model: the command's own one-line message
+        parser.error(str(error))
     with tempfile.TemporaryDirectory(prefix="serve-speed-") as workdir:
-        pixels = decode_photo(data, str(image))[0]
         print(f"CPU: {describe_cpu()}")
         print(f"model: {os.path.relpath(args.model)}; image: {image.name}, {pixels.shape[1]}x{pixels.shape[0]}, {len(data):,} bytes")
 

@@ -41,7 +41,9 @@ READY_TIMEOUT = 600  # seconds: a server not ready by then is reported as such
 
 def write_checkpoint(path: str, num_stacks: int) -> int:
     """A full-size princeton-vl MPII checkpoint of `num_stacks` stacks at `path`; returns its weight bytes."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_hourglass.cli import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
     import numpy as np
     from safetensors.numpy import save_file
@@ -109,9 +111,18 @@ def server_ready_seconds(model: str) -> tuple[float | None, float | None, str]:
         if ready is not None:
             request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/hourglass:predict", FIRST_REQUEST,
                                              {"content-type": "application/json"})
-            with urllib.request.urlopen(request, timeout=READY_TIMEOUT) as answer:
-                if answer.status == 200 and json.load(answer)["predictions"]:
-                    answered = time.perf_counter() - start
+            try:
+                with urllib.request.urlopen(request, timeout=READY_TIMEOUT) as answer:
+                    if json.load(answer)["predictions"]:
+                        answered = time.perf_counter() - start
+            except OSError:  # an error status (HTTPError) or no answer: reported as "no answer"
+                pass
+            # the line the first calls print when they end, so that it is in the output too
+            while time.perf_counter() - start < READY_TIMEOUT and process.poll() is None:
+                log.seek(0)
+                if "first call of each signature" in log.read() or "failed its first call" in log.read():
+                    break
+                time.sleep(0.1)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -127,6 +138,8 @@ def main(argv=None) -> None:
     parser.add_argument("--stacks", type=int, nargs="+", default=[2, 8], help="stack counts to import (default 2 8)")
     parser.add_argument("--no-serve", action="store_true", help="imports only")
     args = parser.parse_args(argv)
+    if min(args.stacks) < 1:
+        parser.error(f"--stacks must be positive numbers of stacks, got {args.stacks}")
     print(describe_cpu(), flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as folder:

@@ -40,6 +40,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 from typing import Sequence
 
 import keras
@@ -126,8 +127,11 @@ class LayerWeights:
 
     The variables hold a copy of the weights: `update()` copies the model's
     current ones in, and `save_estimator` calls it, so a model that trains on
-    after its estimator was built is written as it is when written. Weights
-    that are not float32 stay the model's own variables.
+    after its estimator was built is written as it is when written. The
+    estimator's functions called in memory (`estimator.crops(...)`) read that
+    copy too: after changing the model's weights, call
+    `estimator.weights.update()` (or save) before calling them. Weights that
+    are not float32 stay the model's own variables.
 
     The converters (TFLite, ONNX, OpenVINO) get the graph traced within
     `plain()`, which reads the model's own variables: TensorFlow's TFLite
@@ -144,7 +148,7 @@ class LayerWeights:
         self.groups = [(variables, tf.Variable(tf.zeros([sum(math.prod(v.shape) for v in variables)]),
                                                trainable=False, name=f"{layer or 'model'}/weights"))
                        for layer, variables in groups.items()]
-        self._plain = False
+        self._plain = threading.local()  # per thread: another thread may trace the export's functions meanwhile
         self.update()
 
     def update(self) -> None:
@@ -154,7 +158,7 @@ class LayerWeights:
 
     def scope(self):
         """Within it (inside a traced function), the model reads its weights from the layers' variables."""
-        if self._plain:
+        if getattr(self._plain, "on", False):
             return contextlib.nullcontext()
         mapping = []
         for variables, packed in self.groups:
@@ -165,11 +169,11 @@ class LayerWeights:
     @contextlib.contextmanager
     def plain(self):
         """Within it, `scope()` does nothing: what is traced reads the model's own variables."""
-        self._plain = True
+        self._plain.on = True
         try:
             yield
         finally:
-            self._plain = False
+            self._plain.on = False
 
 
 class PoseEstimator:
@@ -179,7 +183,9 @@ class PoseEstimator:
     the model's variables (Keras's own export path: a hand-made `tf.Module`
     tracking Keras 3 variables saved and served fine but converted to TFLite
     with wrong weights, all-NaN outputs, under TF 2.21). Build one estimator
-    and save it many times: its functions are traced once.
+    and save it many times: its functions are traced once. They read the
+    model's weights as they were when the estimator was built or last saved
+    (`weights`, a `LayerWeights`).
 
     Args:
         model: a stacked hourglass (one or more heatmap outputs; the last is used).
@@ -311,7 +317,8 @@ def export_saved_model(model: keras.Model, path: str, codec: HeatmapCodec, keypo
 
 def save_estimator(estimator: PoseEstimator, path: str, extra_files: dict | None = None) -> str:
     """Saves a `PoseEstimator` (reuse one across saves: its traced functions are kept), or anything with its
-    `archive` and `metadata()` (`keras_hourglass.multiperson.MultiPersonEstimator`); returns `path`.
+    `archive`, `weights` (`LayerWeights`) and `metadata()` (`keras_hourglass.multiperson.MultiPersonEstimator`),
+    with the model's weights as they are now; returns `path`.
 
     `extra_files` (`{name: JSON-able}`) go to `assets.extra/` beside the metadata.
     """

@@ -53,6 +53,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -119,6 +120,21 @@ class Abandoned(Exception):
 
 class BadRequest(ValueError):
     """A request the model cannot answer; the server answers it with 400 and the message."""
+
+
+def graph_error_line(message: str) -> str:
+    """The line of a TensorFlow runtime error's message that says what went wrong (at most 300 characters).
+
+    Such a message starts with "Graph execution error:" and where the failing op was defined (or "<stack
+    traces unavailable>" for a loaded SavedModel), then the op's own words (an assertion's text, a missing
+    file), then the node's name.
+    """
+    for line in message.splitlines():
+        line = line.strip()
+        if line and line not in ("Graph execution error:", "<stack traces unavailable>") and not line.startswith(
+                ("Detected at node", "File ", "[[")):
+            return line.split(" [Op:")[0][:300]
+    return message.strip()[:300]
 
 
 @dataclasses.dataclass
@@ -203,12 +219,13 @@ def check_extra(signature: str, extra: dict, count: int) -> dict:
 
 
 def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
-    """KServe logs every refused request (`InvalidInput`: a 4xx) as an error with a traceback; keep one warning line.
+    """KServe logs every refused request (`InvalidInput`: a 4xx; a model not ready: a 503) as an error with a
+    traceback; keep one warning line.
 
     Errors of the server itself keep their traceback.
     """
     error = record.exc_info[1] if record.exc_info else None
-    if error is not None and type(error).__name__ in ("InvalidInput", "ModelNotFound"):
+    if error is not None and type(error).__name__ in ("InvalidInput", "ModelNotFound", "ModelNotReady"):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.msg, record.args, record.exc_info, record.exc_text = f"refused a request: {error}", (), None, None
     return True
@@ -269,7 +286,7 @@ class PoseServingModel:
         else:  # a PoseEstimator in this process: its graph functions, the same as its SavedModel's signatures
             self.signatures = {name: getattr(self.source, name) for name in SIGNATURE_INPUTS}
         self.ready = True
-        self.first_calls = threading.Thread(target=self.call_each_signature, name="pose-first-calls", daemon=True)
+        self.first_calls = threading.Thread(target=self.call_each_signature, name="pose-first-calls")
         self.first_calls.start()
         return True
 
@@ -283,15 +300,31 @@ class PoseServingModel:
         extra = {"boxes": np.array([[0, 0, 8, 8]], np.float32), "center": np.array([[8, 8]], np.float32),
                  "scale": np.array([0.1], np.float32)}
         signatures = {"serving_default": ()} if self.multi_person else SIGNATURE_INPUTS
+        failures = {}
+
+        def call(name: str) -> None:
+            try:
+                self.run(PoseRequest(name, image, {k: extra[k] for k in signatures[name]}))
+            except Exception as error:  # noqa: BLE001 - whatever the model raised, it cannot serve
+                failures[name] = error
+
         start = time.perf_counter()
-        try:  # in parallel: most of a first call is TensorFlow preparing the graph, which runs outside the GIL
-            with concurrent.futures.ThreadPoolExecutor(len(signatures)) as pool:
-                list(pool.map(lambda item: self.run(PoseRequest(item[0], image, {k: extra[k] for k in item[1]})),
-                              signatures.items()))
-        except Exception as error:  # noqa: BLE001 - whatever the model raised, it cannot serve
+        # In parallel, as most of a first call is TensorFlow preparing the graph, which runs outside the GIL. Not
+        # daemon threads: a server stopped meanwhile exits once they end (TensorFlow aborted the process, status
+        # -6, when Python exited under a running call); a second SIGTERM ends it at once (`serve`).
+        threads = [threading.Thread(target=call, args=(name,), name=f"pose-first-call-{name}")
+                   for name in signatures]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
             self.ready = False
-            logging.getLogger("kserve").error(f"{self.name}: the model failed its first call and is not ready "
-                                              f"({type(error).__name__}: {str(error).splitlines()[0][:300]})")
+            name, error = next(iter(failures.items()))
+            reason = str(error) if isinstance(error, BadRequest) else (
+                f"{type(error).__name__}: {graph_error_line(getattr(error, 'message', str(error)))}")
+            logging.getLogger("kserve").error(f"{self.name}: the model failed its first call of {name} and is not "
+                                              f"ready ({reason})")
             return
         print(f"first call of each signature, after ready ... {time.perf_counter() - start:.1f} s", flush=True)
 
@@ -498,7 +531,7 @@ class PoseServingModel:
                 outputs = function(images=tf.constant(np.asarray(images, np.uint8)),
                                    **{k: tf.constant(v) for k, v in extra.items()})
             except tf.errors.InvalidArgumentError as error:  # the graph's own checks
-                raise BadRequest(error.message.splitlines()[0]) from None
+                raise BadRequest(graph_error_line(error.message)) from None
             results.append({name: outputs[name].numpy() for name in request.outputs})
         return {name: np.concatenate([r[name] for r in results]) for name in request.outputs}
 
@@ -866,6 +899,9 @@ def add_routes(app, model) -> None:
             return JSONResponse({"error": f"Model with name {model_name} does not exist."}, status_code=404)
         return JSONResponse(model.model_metadata())
 
+    async def server_ready():  # KServe's answers 200 whatever its model says: not after a failed first call
+        return JSONResponse({"ready": bool(model.ready)}, status_code=200 if model.ready else 503)
+
     async def invalid_body(request: Request, error: RequestValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors()[:3])
         return JSONResponse({"error": f"the request body is not a valid inference request ({problems})."},
@@ -874,6 +910,7 @@ def add_routes(app, model) -> None:
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/web", lambda: RedirectResponse("/"), methods=["GET"], include_in_schema=False)
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
     app.mount("/web", StaticFiles(directory=WEB_FOLDER), name="web")
     async def client_error(request: Request, error: Exception):
         """A `ValueError` while KServe decodes a request (e.g. binary data that do not fit the declared shape)."""
@@ -942,3 +979,8 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         on_ready()
     with contextlib.suppress(KeyboardInterrupt):
         server.start([model])
+    # Stopped: a second SIGTERM or Ctrl-C now ends the process at once, instead of reaching KServe's handlers,
+    # which need the event loop that has just ended.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)

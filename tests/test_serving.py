@@ -625,28 +625,62 @@ def test_work_stops_at_the_next_image_once_its_request_is_answered_504(tiny_save
     assert "a request answered 504 stopped its work after 1 of 2 model calls" in caplog.text
 
 
-def test_ready_comes_before_the_first_calls_and_a_model_that_fails_them_is_not_ready(tiny_saved_model, caplog):
-    """The signatures' first calls run after ready, in a thread; a model whose first call fails goes back to not
-    ready, and the log says why in one line."""
-    import logging
+def failing_saved_model(folder: pathlib.Path, metadata_from: str) -> str:
+    """A SavedModel with the five signatures and a real export's metadata, whose graphs fail when they run."""
+    import tensorflow as tf
 
-    from keras_hourglass.serving import pose_serving_model
+    images = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+    crops = tf.TensorSpec([None, 64, 64, 3], tf.float32, name="images")
 
-    model = pose_serving_model("hourglass", tiny_saved_model[2])
-    assert model.ready
-    model.first_calls.join()
-    assert model.ready
+    def fails(count):
+        with tf.control_dependencies([tf.debugging.assert_less(count, 0, message="a deliberately broken model")]):
+            return {"keypoints": tf.zeros([count, 16, 2]), "scores": tf.zeros([count, 16]),
+                    "heatmaps": tf.zeros([count, 16, 16, 16])}
 
-    def broken(**inputs):
-        raise RuntimeError("the graph cannot run\nand says more on the next line")
+    module = tf.Module()
+    signatures = {
+        "serving_default": tf.function(lambda images: fails(tf.shape(images)[0]), input_signature=[images]),
+        "boxes": tf.function(lambda images, boxes: fails(tf.shape(images)[0]),
+                             input_signature=[images, tf.TensorSpec([None, 4], tf.float32, name="boxes")]),
+        "center_scale": tf.function(lambda images, center, scale: fails(tf.shape(images)[0]), input_signature=[
+            images, tf.TensorSpec([None, 2], tf.float32, name="center"), tf.TensorSpec([None], tf.float32, name="scale")]),
+        "crops": tf.function(lambda images: fails(tf.shape(images)[0]), input_signature=[crops]),
+        "heatmaps": tf.function(lambda images: fails(tf.shape(images)[0]), input_signature=[crops]),
+    }
+    path = folder / "broken"
+    tf.saved_model.save(module, str(path), signatures={k: f.get_concrete_function() for k, f in signatures.items()})
+    shutil.copytree(pathlib.Path(metadata_from) / "assets.extra", path / "assets.extra")
+    return str(path)
 
-    model.signatures["boxes"] = broken
-    with caplog.at_level(logging.ERROR, logger="kserve"):
-        model.call_each_signature()
-    assert not model.ready
-    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert lines == ["hourglass: the model failed its first call and is not ready (RuntimeError: the graph cannot "
-                     "run)"]
+
+def test_a_model_that_fails_its_first_calls_is_ready_then_not_with_one_line(tiny_saved_model, tmp_path):
+    """The signatures' first calls run after ready; a model that fails them answers 503 to /v2/health/ready (KServe's
+    own route says 200 whatever its model says) and to predictions, the log says why in one line each, and SIGTERM
+    still stops it with status 0."""
+    broken = failing_saved_model(tmp_path, tiny_saved_model[2])
+    port, log = free_port(), tmp_path / "server.log"
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), broken, "--port", str(port)], cwd=ROOT,
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "failed its first call" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(0.5)  # the port opens just after the model is ready
+        url = f"http://127.0.0.1:{port}"
+        assert request(f"{url}/v2/health/ready", method="GET") == (503, {"ready": False})
+        assert request(f"{url}/v2/health/live", method="GET")[0] == 200
+        status, body = request(f"{url}/v1/models/hourglass:predict", {"instances": [[[[0, 0, 0]]]]})
+        assert status == 503 and "not ready" in body["error"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    lines = log.read_text().splitlines()
+    failed = [line for line in lines if "failed its first call" in line]
+    assert len(failed) == 1, failed
+    assert "the model failed its first call of" in failed[0]
+    assert "is not ready (assertion failed: [a deliberately broken model]" in failed[0]
+    assert "Traceback" not in log.read_text()
 
 
 def test_a_full_queue_answers_503_and_slow_headers_are_cut_off(server, photo):
