@@ -53,7 +53,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -283,6 +282,11 @@ class PoseServingModel:
                 raise ValueError(f"{self.source}: the SavedModel has no signature {', '.join(missing)}.")
             self._loaded = loaded
             self.signatures = {name: loaded.signatures[name] for name in SIGNATURE_INPUTS}
+            for name, function in self.signatures.items():
+                lacking = sorted(set(OUTPUTS) - set(function.structured_outputs))
+                if lacking:
+                    raise ValueError(f"{self.source}: the SavedModel's signature {name} has no output "
+                                     f"{', '.join(lacking)}; was it written by keras_hourglass.export_saved_model?")
         else:  # a PoseEstimator in this process: its graph functions, the same as its SavedModel's signatures
             self.signatures = {name: getattr(self.source, name) for name in SIGNATURE_INPUTS}
         self.ready = True
@@ -311,7 +315,7 @@ class PoseServingModel:
         start = time.perf_counter()
         # In parallel, as most of a first call is TensorFlow preparing the graph, which runs outside the GIL. Not
         # daemon threads: a server stopped meanwhile exits once they end (TensorFlow aborted the process, status
-        # -6, when Python exited under a running call); a second SIGTERM ends it at once (`serve`).
+        # -6, when Python exited under a running call).
         threads = [threading.Thread(target=call, args=(name,), name=f"pose-first-call-{name}")
                    for name in signatures]
         for thread in threads:
@@ -964,6 +968,20 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
             config.http = header_timeout_protocol(H11Protocol)
             config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503, before a file descriptor limit is reached
 
+        def stop(self, sig: int):
+            """KServe's handler of SIGTERM and SIGINT, until uvicorn's replaces it: it stops uvicorn too.
+
+            KServe's own stops only its gRPC server; a signal that came before uvicorn took over the
+            handlers left uvicorn serving, and the server ran on, not ready, until killed.
+            """
+            if self._rest_server is not None:
+                self._rest_server._server.should_exit = True  # uvicorn ends, even before it has begun serving
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # the event loop has ended (a second signal while the first calls end): done
+                return
+            super().stop(sig)
+
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=grpc_port is not None,
                          enable_docs_url=False, enable_latency_logging=False, workers=1,
                          grace_period=max(1, int(request_timeout)))
@@ -979,8 +997,3 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         on_ready()
     with contextlib.suppress(KeyboardInterrupt):
         server.start([model])
-    # Stopped: a second SIGTERM or Ctrl-C now ends the process at once, instead of reaching KServe's handlers,
-    # which need the event loop that has just ended.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
         source = model_source(args)
     with step("starting KServe"):
         import_kserve()
-    with step("loading the SavedModel" if saved_model else "serving its functions (each traced on its first call)"):
+    with step("loading the SavedModel" if saved_model else "taking the model's functions (each traced on its first call)"):
         model = pose_serving_model(args.name, source, args.max_image_side, args.detection_threshold)
     serve(model, args.host, args.port, args.grpc_port, int(args.max_body_mb * 2**20), args.request_timeout,
           allowed_hosts=args.allowed_host, allow_model_control=args.allow_model_control,
