@@ -208,7 +208,7 @@ class PoseEstimator:
             raise ValueError(f"{len(keypoint_names)} keypoint names for a model with {num_keypoints} heatmap channels.")
         if flip_test and codec.flip_index is None:
             raise ValueError("flip_test needs a codec built with flip_index.")
-        self._call_model = model
+        self.model = model
         self.weights = LayerWeights(model)
         self.codec = codec
         self.keypoint_names = [str(n) for n in keypoint_names]
@@ -243,11 +243,7 @@ class PoseEstimator:
 
     def _last_heatmaps(self, images):
         with self.weights.scope():
-            return tf.cast(stack_outputs(self._call_model(images, training=False))[-1], tf.float32)
-
-    @property
-    def model(self) -> keras.Model:
-        return self._call_model
+            return tf.cast(stack_outputs(self.model(images, training=False))[-1], tf.float32)
 
     def _heatmaps(self, images, network=None):
         network = network or self._network
