@@ -120,7 +120,8 @@ def server_ready_seconds(model: str) -> tuple[float | None, float | None, str]:
             # the line the first calls print when they end, so that it is in the output too
             while time.perf_counter() - start < READY_TIMEOUT and process.poll() is None:
                 log.seek(0)
-                if "first call of each signature" in log.read() or "failed its first call" in log.read():
+                printed = log.read()
+                if "first call of each signature" in printed or "failed its first call" in printed:
                     break
                 time.sleep(0.1)
     finally:

@@ -255,8 +255,9 @@ class PoseServingModel:
         """Loads the SavedModel (or takes the estimator's functions); ready then, with the first calls after it.
 
         A signature's first call builds its graph, about 4 s for a full-size 8-stack model on 2 cores; no
-        request needs that done before the server answers, so each signature's first call runs in a thread
-        (`first_calls`) once the model is ready, and a request that comes meanwhile runs beside it.
+        request needs that done before the server answers, so `serve` makes each signature's first call
+        (`call_each_signature`) in threads once KServe has taken the ready model, and a request that comes
+        meanwhile runs beside it.
 
         TensorFlow's graph optimizer (grappler) is turned off for the server's process first: it rewrites
         the whole network graph on the first call of each signature, which made that call take 10.4 s
@@ -290,8 +291,6 @@ class PoseServingModel:
         else:  # a PoseEstimator in this process: its graph functions, the same as its SavedModel's signatures
             self.signatures = {name: getattr(self.source, name) for name in SIGNATURE_INPUTS}
         self.ready = True
-        self.first_calls = threading.Thread(target=self.call_each_signature, name="pose-first-calls")
-        self.first_calls.start()
         return True
 
     def call_each_signature(self) -> None:
@@ -967,6 +966,9 @@ def serve(model, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 
             config.http = header_timeout_protocol(H11Protocol)
             config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503, before a file descriptor limit is reached
+            # The first calls, now that KServe has taken the model as ready: begun before, one that failed
+            # quickly made KServe refuse to start (NoModelReady, a traceback) instead of serving it not ready.
+            threading.Thread(target=model.call_each_signature, name="pose-first-calls").start()
 
         def stop(self, sig: int):
             """KServe's handler of SIGTERM and SIGINT, until uvicorn's replaces it: it stops uvicorn too.

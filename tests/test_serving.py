@@ -596,7 +596,7 @@ def test_work_stops_at_the_next_image_once_its_request_is_answered_504(tiny_save
     from keras_hourglass.serving import pose_serving_model
 
     model = pose_serving_model("hourglass", tiny_saved_model[2])
-    model.first_calls.join()  # the signatures' first calls, which run once it is ready
+    model.call_each_signature()  # the signatures' first calls, which serve() makes once the server is up
     network, calls, running, release = model.signatures["serving_default"], [], threading.Event(), threading.Event()
 
     def first_call_waits(**inputs):
@@ -666,8 +666,12 @@ def test_a_model_that_fails_its_first_calls_is_ready_then_not_with_one_line(tiny
         while "failed its first call" not in log.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()[-3000:]
             time.sleep(0.2)
-        time.sleep(0.5)  # the port opens just after the model is ready
         url = f"http://127.0.0.1:{port}"
+        while time.monotonic() < deadline:  # the port opens a moment after the first calls begin
+            with contextlib.suppress(OSError):
+                if request(f"{url}/v2/health/live", method="GET", timeout=2)[0] == 200:
+                    break
+            time.sleep(0.1)
         assert request(f"{url}/v2/health/ready", method="GET") == (503, {"ready": False})
         assert request(f"{url}/v2/health/live", method="GET")[0] == 200
         status, body = request(f"{url}/v1/models/hourglass:predict", {"instances": [[[[0, 0, 0]]]]})
